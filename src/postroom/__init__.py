@@ -1,0 +1,3 @@
+"""Postroom: email delivery for creator publishing platforms."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,142 @@
+"""Settings: environment variables with the prefix ``POSTROOM_``, or a TOML file.
+
+Every default lives here. Nothing reads settings at import time; :func:`load_settings` builds
+them when an edge (CLI, API, test) asks.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_RETRY_SCHEDULE = (300.0, 900.0, 3600.0, 14400.0, 43200.0)
+"""Backoff through the queue after the immediate retries: 5 min, 15 min, 1 h, 4 h, 12 h."""
+
+
+class SmtpSecurity(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"  # implicit TLS, usually port 465
+
+
+class AmbiguousPolicy(StrEnum):
+    """What to do with a send whose outcome is unknown (worker died or response lost)."""
+
+    BY_CATEGORY = "by_category"  # resend transactional and critical, never marketing
+    RESEND = "resend"
+    NEVER = "never"
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Postroom's configuration. Field names are the variables without ``POSTROOM_``."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTROOM_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".postroom"), description="Outbox, keys, SQLite file.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in the data dir."
+    )
+    queue_url: str = Field(default="sql://", description="sql:// uses the application database.")
+    provider: str = Field(default="outbox", description="outbox or smtp.")
+    templates_dir: Path | None = Field(
+        default=None, description="Folder of email types; default: the bundled examples."
+    )
+
+    sender: str = Field(default="Postroom <noreply@postroom.localhost>")
+    reply_to: str | None = None
+    public_url: str = Field(
+        default="http://127.0.0.1:8025", description="Base URL for unsubscribe links."
+    )
+    secret_key: str | None = Field(
+        default=None, description="Signs unsubscribe tokens; default: generated in the data dir."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated; default: generated in the data dir."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8025
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout: float = 30.0
+    smtp_verify_tls: bool = True
+
+    worker_concurrency: int = Field(default=64, ge=1, description="Messages in flight per worker.")
+    claim_batch: int = Field(default=64, ge=1)
+    poll_interval: float = Field(default=0.005, gt=0, description="Seconds between empty claims.")
+    lease_seconds: float = Field(default=60.0, gt=0)
+    immediate_retries: int = Field(default=3, ge=0)
+    immediate_retry_delay: float = Field(default=0.2, ge=0, description="Base, jittered.")
+    retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE)
+    )
+    max_deliveries: int = Field(
+        default=10, ge=1, description="Claims without an outcome before a message is poison."
+    )
+    ambiguous_policy: AmbiguousPolicy = AmbiguousPolicy.BY_CATEGORY
+    max_document_bytes: int = Field(default=256 * 1024, ge=1024)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    sqlite_synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _positive_schedule(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("every retry delay must be a positive number of seconds")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("POSTROOM_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'postroom.db').resolve()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and ``POSTROOM_CONFIG``), then ``overrides``."""
+    return Settings(**overrides)

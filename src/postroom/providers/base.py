@@ -1,0 +1,71 @@
+"""The provider contract.
+
+A provider turns a batch of rendered messages into per-recipient results. It never raises for a
+failure of one message: each :class:`SendResult` carries either the provider's message id or a
+:class:`~postroom.errors.ProviderError` subclass that tells the worker what to do (retry soon,
+retry after ``retry_after``, never retry, or treat as possibly sent). It raises only for bugs.
+
+``send`` must keep the order of its input and return exactly one result per message. A message's
+``send_id`` is stable across retries; providers that can deduplicate on it (the outbox, ESPs with
+an idempotency key) must do so, which turns an ambiguous resend into a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from postroom.errors import ProviderError
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    """One message for one recipient, ready to hand over.
+
+    ``headers`` holds every header except the address and content headers the provider builds
+    itself (From, To, Subject, Message-ID, Date, MIME-Version, Content-*); every value in it
+    has already passed the header-injection check.
+    """
+
+    send_id: str
+    message_id: str  # RFC 5322 Message-ID, with angle brackets
+    sender: str  # formatted From, e.g. 'Jane <jane@example.com>'
+    recipient: str
+    recipient_name: str | None
+    subject: str
+    html: str
+    text: str
+    date: str  # RFC 5322 date string
+    headers: Mapping[str, str] = field(default_factory=dict)
+    email_type: str = ""
+    category: str = "transactional"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome for one message: ``provider_message_id`` on success, else ``error``."""
+
+    send_id: str
+    provider_message_id: str | None = None
+    error: ProviderError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Provider(Protocol):
+    """A way to hand mail over. Implementations live one per module in this package."""
+
+    name: str
+    max_batch_size: int
+
+    async def send(self, batch: Sequence[RenderedEmail]) -> list[SendResult]:
+        """Send every message of ``batch``; one result per message, in input order."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...

@@ -1,0 +1,1 @@
+"""The queue seam: durable, at-least-once delivery of email events per priority class."""

@@ -1,0 +1,104 @@
+"""The queue contract every backend satisfies (run by ``tests/contract/test_queue_contract.py``).
+
+Delivery is at least once. A received message is leased, not removed: it comes back to some
+receiver when the lease runs out unless it was acked, retried or dead-lettered first. Ack,
+retry and dead-letter are idempotent and must not fail when the lease has already expired and
+another receiver holds the message: they then do nothing and return ``False``.
+
+``receive`` drains the priority classes in order (critical, transactional, marketing): a
+message of a higher class ready to go is always handed out before one of a lower class.
+Within a class, messages come roughly in the order they became available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from postroom.messages import Priority
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message to enqueue. ``id`` deduplicates enqueues where the backend can (SQL)."""
+
+    id: str
+    priority: Priority
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A leased message. ``attempt`` counts retries scheduled so far (0 on first delivery);
+    ``deliveries`` counts how often it was handed out, crashes included."""
+
+    id: str
+    priority: Priority
+    body: bytes
+    attempt: int
+    deliveries: int
+    receipt: str  # the lease: proves this receiver still holds the message
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message parked in the dead-letter queue with why it is there."""
+
+    id: str
+    priority: Priority
+    body: bytes
+    reason: str
+    attempt: int
+    dead_at: datetime
+
+
+class QueueBackend(Protocol):
+    """A durable queue with one logical queue per :class:`Priority`."""
+
+    async def enqueue(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Store all of ``messages`` durably before returning (all or nothing where possible)."""
+        ...
+
+    async def receive(self, max_messages: int, lease_seconds: float) -> list[Delivery]:
+        """Lease up to ``max_messages`` ready messages, most urgent class first. Never blocks
+        long: returns an empty list when nothing is ready."""
+        ...
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> int:
+        """Remove handled messages; returns how many were still held by this receiver."""
+        ...
+
+    async def retry(self, delivery: Delivery, delay_seconds: float, error: str) -> bool:
+        """Make the message available again after ``delay_seconds`` with ``attempt + 1``."""
+        ...
+
+    async def release(self, delivery: Delivery, delay_seconds: float = 0.0) -> bool:
+        """Give the message back without counting an attempt (shutdown, busy resource)."""
+        ...
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        """Move the message to the dead-letter queue with ``reason``."""
+        ...
+
+    async def dlq_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+        ...
+
+    async def dlq_get(self, message_id: str) -> DeadLetter | None: ...
+
+    async def dlq_replay(self, message_ids: Sequence[str] | None = None) -> int:
+        """Put dead letters back on their queue with ``attempt`` reset; ``None`` means all.
+        Returns how many were replayed."""
+        ...
+
+    async def dlq_purge(self, message_ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters for good; ``None`` means all. Returns how many."""
+        ...
+
+    async def depth(self) -> dict[Priority, int]:
+        """Messages waiting or leased, per class (for health and metrics)."""
+        ...
+
+    async def close(self) -> None: ...

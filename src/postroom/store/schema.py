@@ -1,0 +1,152 @@
+"""Every table Postroom keeps. Alembic migrations in ``migrations/`` must match this module."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite keeps no zone, so store naive UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+# The send ledger (design §4): one row per (idempotency key, recipient).
+sends = Table(
+    "sends",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("email_type", String(100), nullable=False),
+    Column("priority", String(16), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("document", LargeBinary, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Column("provider", String(32)),
+    Column("provider_message_id", String(255)),
+    Column("last_error", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),
+    UniqueConstraint("idempotency_key", "recipient"),
+    Index(None, "provider_message_id"),
+    Index(None, "status", "updated_at"),
+)
+
+# Every hand-over attempt of a send, for GET /v1/emails/{id} and for audits.
+send_attempts = Table(
+    "send_attempts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("send_id", String(26), ForeignKey("sends.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("provider", String(32)),
+    Column("provider_message_id", String(255)),
+    Column("error", Text),
+    Column("at", UtcDateTime, nullable=False),
+    Index(None, "send_id"),
+)
+
+# The SQL queue. A leased job has ``available_at`` pushed to the end of its lease, so one
+# index on (queue, available_at) serves claims, lease expiry and delayed retries alike.
+queue_jobs = Table(
+    "queue_jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("queue", String(16), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("available_at", Float, nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("deliveries", Integer, nullable=False, default=0),
+    Column("receipt", String(32)),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Index(None, "queue", "available_at"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("queue", String(16), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("dead_at", UtcDateTime, nullable=False),
+    Index(None, "dead_at"),
+)
+
+# Addresses we must not mail: scope 'all', or 'marketing' (complaints, unsubscribes).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email", String(320), primary_key=True),
+    Column("scope", String(16), primary_key=True),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Normalized feedback events from ESP webhooks (filled by the feedback processor).
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("send_id", String(26), ForeignKey("sends.id", ondelete="SET NULL")),
+    Column("provider_message_id", String(255)),
+    Column("dedupe_key", String(64), nullable=False, unique=True),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Index(None, "send_id"),
+    Index(None, "recipient", "occurred_at"),
+)
