@@ -61,6 +61,13 @@ class Settings(BaseSettings):
 
     sender: str = Field(default="Postroom <noreply@postroom.localhost>")
     reply_to: str | None = None
+    postal_address: str = Field(
+        default="Postroom, 1 Example Street, Springfield",
+        description="Physical address in the footer of marketing mail (CAN-SPAM).",
+    )
+    unsubscribe_mailto: str | None = Field(
+        default=None, description="Optional mailto: address added to List-Unsubscribe."
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8025", description="Base URL for unsubscribe links."
     )

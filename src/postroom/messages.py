@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from email.header import decode_header
 from enum import StrEnum
 from typing import Any
@@ -55,7 +57,8 @@ def check_header_value(value: str, field: str) -> str:
         raise HeaderInjectionError("percent-encoded line break in a header value", field)
     if _ENCODED_WORD.search(value):
         for chunk, charset in decode_header(value):
-            text = chunk.decode(charset or "latin-1", "replace") if isinstance(chunk, bytes) else chunk
+            charset = charset or "latin-1"
+            text = chunk if isinstance(chunk, str) else chunk.decode(charset, "replace")
             if _LINE_BREAKS.search(text):
                 raise HeaderInjectionError("encoded line break in a header value", field)
     return value
@@ -156,3 +159,27 @@ def invalid_message_from(exc: ValidationError) -> InvalidMessageError:
     if isinstance(cause, InvalidMessageError):
         return cause
     return InvalidMessageError(str(first["msg"]), field)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    """One message for one recipient, ready to hand over.
+
+    ``headers`` holds every header except the address and content headers the provider builds
+    itself (From, To, Subject, Message-ID, Date, MIME-Version, Content-*); every value in it
+    has already passed the header-injection check.
+    """
+
+    send_id: str
+    message_id: str  # RFC 5322 Message-ID, with angle brackets
+    sender: str  # formatted From, e.g. 'Jane <jane@example.com>'
+    recipient: str
+    recipient_name: str | None
+    subject: str
+    html: str
+    text: str
+    date: str  # RFC 5322 date string
+    headers: Mapping[str, str] = field(default_factory=dict)
+    email_type: str = ""
+    category: str = "transactional"
+    metadata: Mapping[str, str] = field(default_factory=dict)

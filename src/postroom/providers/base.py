@@ -12,35 +12,14 @@ an idempotency key) must do so, which turns an ambiguous resend into a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from postroom.errors import ProviderError
+from postroom.messages import RenderedEmail
 
-
-@dataclass(frozen=True, slots=True)
-class RenderedEmail:
-    """One message for one recipient, ready to hand over.
-
-    ``headers`` holds every header except the address and content headers the provider builds
-    itself (From, To, Subject, Message-ID, Date, MIME-Version, Content-*); every value in it
-    has already passed the header-injection check.
-    """
-
-    send_id: str
-    message_id: str  # RFC 5322 Message-ID, with angle brackets
-    sender: str  # formatted From, e.g. 'Jane <jane@example.com>'
-    recipient: str
-    recipient_name: str | None
-    subject: str
-    html: str
-    text: str
-    date: str  # RFC 5322 date string
-    headers: Mapping[str, str] = field(default_factory=dict)
-    email_type: str = ""
-    category: str = "transactional"
-    metadata: Mapping[str, str] = field(default_factory=dict)
+__all__ = ["Provider", "RenderedEmail", "SendResult"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,9 @@ sends = Table(
 send_attempts = Table(
     "send_attempts",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("send_id", String(26), ForeignKey("sends.id", ondelete="CASCADE"), nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("outcome", String(20), nullable=False),
