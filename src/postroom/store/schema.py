@@ -66,7 +66,7 @@ sends = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("document", LargeBinary, nullable=False),
     Column("content_hash", String(64), nullable=False),
-    Column("message_id", String(255), nullable=False),
+    Column("message_id", String(255)),  # set when first rendered
     Column("provider", String(32)),
     Column("provider_message_id", String(255)),
     Column("last_error", Text),

@@ -59,7 +59,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("document", sa.LargeBinary(), nullable=False),
         sa.Column("content_hash", sa.String(length=64), nullable=False),
-        sa.Column("message_id", sa.String(length=255), nullable=False),
+        sa.Column("message_id", sa.String(length=255), nullable=True),
         sa.Column("provider", sa.String(length=32), nullable=True),
         sa.Column("provider_message_id", sa.String(length=255), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),

@@ -1,0 +1,102 @@
+"""The FastAPI application: routes, error shapes, and the process's lifecycle.
+
+``create_app(settings, run_worker=True)`` is ``postroom serve``: API and worker share one
+process, and an accepted email wakes the worker instead of waiting for its next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+import postroom
+from postroom.api import emails
+from postroom.config import Settings
+from postroom.wiring import Postroom, build_worker, open_postroom, prepare_database
+
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await prepare_database(settings)
+        postroom_ = await open_postroom(settings)
+        app.state.postroom = postroom_
+        stop = asyncio.Event()
+        worker_task = None
+        if run_worker:
+            worker_task = asyncio.create_task(build_worker(postroom_).run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                await worker_task
+            await postroom_.close()
+
+    app = FastAPI(
+        title="Postroom",
+        version=postroom.__version__,
+        summary="Email delivery for creator publishing platforms.",
+        lifespan=lifespan,
+    )
+    app.include_router(emails.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.middleware("http")(_limit_body)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> Response:
+        """The database and the queue answer."""
+        pr: Postroom = request.app.state.postroom
+        try:
+            async with pr.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            depth = await pr.queue.depth()
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
+        return JSONResponse(
+            {"status": "ready", "queue_depth": {k.value: v for k, v in depth.items()}}
+        )
+
+    return app
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with one ``{"field", "reason"}`` entry per problem, like the email routes."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {
+            "field": ".".join(str(part) for part in error.get("loc", ())) or None,
+            "reason": str(error.get("msg")),
+        }
+        for error in exc.errors()
+    ]
+    return JSONResponse(status_code=422, content={"detail": problems})
+
+
+async def _limit_body(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+        return JSONResponse(
+            status_code=413,
+            content={
+                "detail": [
+                    {"field": None, "reason": f"request body over {MAX_REQUEST_BYTES} bytes"}
+                ]
+            },
+        )
+    return await call_next(request)

@@ -1,0 +1,152 @@
+"""``postroom``: run the service, send mail, operate the queues."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from postroom.cli import bench, dlq
+from postroom.cli.common import (
+    configure_logging,
+    fail,
+    run,
+    settings_or_exit,
+    with_postroom,
+)
+from postroom.config import Settings
+from postroom.errors import InvalidMessageError
+from postroom.messages import Priority, parse_event
+from postroom.store import migrate as migrations
+from postroom.submission import Accepted, submit
+from postroom.wiring import Postroom, build_worker, with_generated_secrets
+
+app = typer.Typer(
+    help="Postroom: email delivery for creator publishing platforms.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dlq.app, name="dlq")
+app.add_typer(bench.app, name="bench")
+
+
+def _serve(settings: Settings, *, run_worker: bool, host: str | None, port: int | None) -> None:
+    import uvicorn
+
+    from postroom.api.app import create_app
+
+    configure_logging()
+    settings = with_generated_secrets(settings)
+    bind_host, bind_port = host or settings.host, port or settings.port
+    key_file = settings.data_dir / "api-key"
+    print(f"Postroom on http://{bind_host}:{bind_port}  (OpenAPI: /docs)")
+    if key_file.exists():
+        print(f"API key: {key_file.resolve()}")
+    if settings.provider == "outbox":
+        print(f"Outbox:  {(settings.data_dir / 'outbox').resolve()}")
+    uvicorn.run(
+        create_app(settings, run_worker=run_worker),
+        host=bind_host,
+        port=bind_port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Run the API and a worker in one process (the embedded default)."""
+    _serve(settings_or_exit(), run_worker=True, host=host, port=port)
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Run the HTTP API only (run workers separately)."""
+    _serve(settings_or_exit(), run_worker=False, host=host, port=port)
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker until SIGTERM or SIGINT; in-flight mail is finished or released."""
+    configure_logging()
+    settings = settings_or_exit()
+
+    async def main(pr: Postroom) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await build_worker(pr).run(stop)
+
+    run(with_postroom(settings, main))
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    settings = settings_or_exit()
+    url = settings.resolved_database_url
+    run(asyncio.to_thread(migrations.upgrade, url))
+    current, _head = migrations.pending_revision(url)
+    print(f"database at revision {current}")
+
+
+def _json_option(value: str | None, name: str) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        fail(f"--{name} is not valid JSON: {exc}")
+    if not isinstance(parsed, dict):
+        fail(f"--{name} must be a JSON object")
+    return parsed
+
+
+@app.command()
+def send(
+    email_type: Annotated[str, typer.Option("--type", help="A registered email type.")],
+    to: Annotated[str, typer.Option(help="Recipient address.")],
+    name: Annotated[str | None, typer.Option(help="Recipient name.")] = None,
+    data: Annotated[str | None, typer.Option(help="template_data as JSON.")] = None,
+    metadata: Annotated[str | None, typer.Option(help="metadata as JSON.")] = None,
+    key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+    priority: Annotated[Priority | None, typer.Option(help="Override the type's class.")] = None,
+) -> None:
+    """Queue one email (a worker or `serve` sends it) and print its id."""
+    settings = settings_or_exit()
+    document: dict[str, Any] = {
+        "email_type": email_type,
+        "recipient_email": to,
+        "template_data": _json_option(data, "data"),
+        "metadata": _json_option(metadata, "metadata"),
+    }
+    for field, value in (("recipient_name", name), ("idempotency_key", key)):
+        if value is not None:
+            document[field] = value
+    if priority is not None:
+        document["priority"] = priority.value
+    try:
+        event = parse_event(document, max_bytes=settings.max_document_bytes)
+    except InvalidMessageError as exc:
+        fail(str(exc))
+
+    async def action(pr: Postroom) -> list[Accepted]:
+        return await submit(pr, [event])
+
+    accepted = run(with_postroom(settings, action))[0]
+    state = "already accepted" if accepted.duplicate else "queued"
+    print(f"{accepted.id} {state} ({accepted.status.value})")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,307 @@
+"""The send ledger (design §4): the record that turns at-least-once delivery into one send.
+
+Transitions are compare-and-set updates, so two workers holding copies of the same message
+cannot both move a row to ``sending``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Row, and_, func, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from postroom.store.schema import send_attempts, sends
+
+
+class SendStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRY_SCHEDULED = "retry_scheduled"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    DEAD = "dead"
+    AMBIGUOUS = "ambiguous"
+
+
+# Rows a worker may move to ``sending``. Failed and dead rows qualify because the only way a
+# message for them reaches a worker again is an operator's DLQ replay (or a producer re-sending
+# the same key after a failure), both of which mean "try again".
+SENDABLE = (
+    SendStatus.QUEUED,
+    SendStatus.RETRY_SCHEDULED,
+    SendStatus.AMBIGUOUS,
+    SendStatus.FAILED,
+    SendStatus.DEAD,
+)
+FINAL = (SendStatus.SENT, SendStatus.SUPPRESSED)
+
+
+@dataclass(frozen=True, slots=True)
+class NewSend:
+    id: str
+    idempotency_key: str
+    recipient: str
+    email_type: str
+    priority: str
+    document: bytes
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendRecord:
+    id: str
+    idempotency_key: str
+    recipient: str
+    email_type: str
+    priority: str
+    status: SendStatus
+    attempts: int
+    content_hash: str
+    message_id: str | None
+    provider: str | None
+    provider_message_id: str | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    attempt: int
+    outcome: str
+    provider: str | None
+    provider_message_id: str | None
+    error: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one hand-over attempt, to be recorded."""
+
+    send_id: str
+    status: SendStatus
+    provider: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+def _record(row: Row[Any]) -> SendRecord:
+    m = row._mapping
+    return SendRecord(
+        id=m["id"],
+        idempotency_key=m["idempotency_key"],
+        recipient=m["recipient"],
+        email_type=m["email_type"],
+        priority=m["priority"],
+        status=SendStatus(m["status"]),
+        attempts=m["attempts"],
+        content_hash=m["content_hash"],
+        message_id=m["message_id"],
+        provider=m["provider"],
+        provider_message_id=m["provider_message_id"],
+        last_error=m["last_error"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        sent_at=m["sent_at"],
+    )
+
+
+_RECORD_COLUMNS = [c for c in sends.c if c.name != "document"]
+
+
+class Ledger:
+    """Repository of sends and their attempts."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] | None = None):
+        self._engine = engine
+        self._now = clock or (lambda: datetime.now(UTC))
+
+    async def create_many(
+        self, new: Sequence[NewSend], *, refuse_conflicts: bool = False
+    ) -> list[tuple[SendRecord, bool]]:
+        """Insert rows that do not exist yet; return each row with whether it was created.
+
+        The result follows the order of ``new``; an existing row for the same
+        (idempotency key, recipient) is returned as it is. With ``refuse_conflicts``, an
+        existing row with different content raises :class:`IdempotencyConflictError` and
+        nothing of the batch is written.
+        """
+        if not new:
+            return []
+        now = self._now()
+        values = [
+            {
+                "id": n.id,
+                "idempotency_key": n.idempotency_key,
+                "recipient": n.recipient,
+                "email_type": n.email_type,
+                "priority": n.priority,
+                "status": SendStatus.QUEUED.value,
+                "attempts": 0,
+                "document": n.document,
+                "content_hash": n.content_hash,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in new
+        ]
+        async with self._engine.begin() as conn:
+            await conn.execute(_insert_ignoring_conflicts(conn), values)
+            found = await self._by_keys(conn, [(n.idempotency_key, n.recipient) for n in new])
+        return [
+            (
+                found[(n.idempotency_key, n.recipient)],
+                found[(n.idempotency_key, n.recipient)].id == n.id,
+            )
+            for n in new
+        ]
+
+    async def _by_keys(
+        self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], SendRecord]:
+        found: dict[tuple[str, str], SendRecord] = {}
+        for start in range(0, len(keys), 400):  # stay under SQLite's bound-parameter limit
+            chunk = keys[start : start + 400]
+            rows = await conn.execute(
+                select(*_RECORD_COLUMNS).where(
+                    tuple_(sends.c.idempotency_key, sends.c.recipient).in_(chunk)
+                )
+            )
+            for row in rows:
+                record = _record(row)
+                found[(record.idempotency_key, record.recipient)] = record
+        return found
+
+    async def get(self, send_id: str) -> SendRecord | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(*_RECORD_COLUMNS).where(sends.c.id == send_id))
+            ).first()
+        return _record(row) if row else None
+
+    async def document(self, send_id: str) -> bytes | None:
+        async with self._engine.connect() as conn:
+            return (
+                await conn.execute(select(sends.c.document).where(sends.c.id == send_id))
+            ).scalar_one_or_none()
+
+    async def attempts(self, send_id: str) -> list[AttemptRecord]:
+        query = (
+            select(send_attempts)
+            .where(send_attempts.c.send_id == send_id)
+            .order_by(send_attempts.c.id)
+        )
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(query)
+            return [
+                AttemptRecord(
+                    attempt=r.attempt,
+                    outcome=r.outcome,
+                    provider=r.provider,
+                    provider_message_id=r.provider_message_id,
+                    error=r.error,
+                    at=r.at,
+                )
+                for r in rows
+            ]
+
+    async def begin_sending(self, claims: Sequence[tuple[str, str]], provider: str) -> set[str]:
+        """Move rows to ``sending`` (written before the provider call); returns the ids moved.
+
+        ``claims`` pairs each send id with the Message-ID it will carry. A row already in
+        ``sending`` or in a final state is left alone: someone else holds it or it is done.
+        """
+        now = self._now()
+        moved: set[str] = set()
+        async with self._engine.begin() as conn:
+            for send_id, message_id in claims:
+                result = await conn.execute(
+                    update(sends)
+                    .where(and_(sends.c.id == send_id, sends.c.status.in_(SENDABLE)))
+                    .values(
+                        status=SendStatus.SENDING.value,
+                        attempts=sends.c.attempts + 1,
+                        message_id=message_id,
+                        provider=provider,
+                        updated_at=now,
+                    )
+                )
+                if result.rowcount:
+                    moved.add(send_id)
+        return moved
+
+    async def record(self, outcomes: Iterable[Outcome]) -> None:
+        """Write the outcome of each attempt and its audit row, in one transaction."""
+        outcomes = list(outcomes)
+        if not outcomes:
+            return
+        now = self._now()
+        async with self._engine.begin() as conn:
+            for o in outcomes:
+                values: dict[str, Any] = {
+                    "status": o.status.value,
+                    "updated_at": now,
+                    "last_error": o.error,
+                }
+                if o.status is SendStatus.SENT:
+                    values.update(sent_at=now, provider_message_id=o.provider_message_id)
+                if o.provider:
+                    values["provider"] = o.provider
+                await conn.execute(update(sends).where(sends.c.id == o.send_id).values(values))
+            ids = [o.send_id for o in outcomes]
+            attempts = {
+                row.id: row.attempts
+                for row in await conn.execute(
+                    select(sends.c.id, sends.c.attempts).where(sends.c.id.in_(ids))
+                )
+            }
+            await conn.execute(
+                insert(send_attempts),
+                [
+                    {
+                        "send_id": o.send_id,
+                        "attempt": attempts.get(o.send_id, 0),
+                        "outcome": o.status.value,
+                        "provider": o.provider,
+                        "provider_message_id": o.provider_message_id,
+                        "error": o.error,
+                        "at": now,
+                    }
+                    for o in outcomes
+                ],
+            )
+
+    async def mark(self, send_ids: Sequence[str], status: SendStatus, error: str | None) -> None:
+        """Set a state without an attempt (suppressed before sending, invalid, ambiguous)."""
+        if not send_ids:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(sends)
+                .where(sends.c.id.in_(send_ids))
+                .values(status=status.value, last_error=error, updated_at=self._now())
+            )
+
+    async def count_by_status(self) -> dict[SendStatus, int]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(sends.c.status, func.count()).group_by(sends.c.status))
+            return {SendStatus(status): count for status, count in rows}
+
+    def is_stale(self, record: SendRecord, lease_seconds: float) -> bool:
+        """A ``sending`` row older than a lease belongs to a worker that is gone."""
+        return self._now() - record.updated_at > timedelta(seconds=lease_seconds)
+
+
+def _insert_ignoring_conflicts(conn: AsyncConnection) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(sends).on_conflict_do_nothing()
+    return sqlite.insert(sends).on_conflict_do_nothing()

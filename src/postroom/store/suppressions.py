@@ -1,0 +1,97 @@
+"""The suppression list: addresses that must not receive mail, checked at send time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from postroom.store.schema import suppressions
+
+
+class SuppressionScope(StrEnum):
+    ALL = "all"  # hard bounces, invalid addresses: no mail at all
+    MARKETING = "marketing"  # complaints, unsubscribes: transactional mail still goes
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    email: str
+    scope: SuppressionScope
+    reason: str
+    detail: str | None
+    created_at: datetime
+
+
+class Suppressions:
+    """Repository of suppressed addresses (keyed by lower-cased address)."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] | None = None):
+        self._engine = engine
+        self._now = clock or (lambda: datetime.now(UTC))
+
+    async def add(
+        self, email: str, scope: SuppressionScope, reason: str, detail: str | None = None
+    ) -> None:
+        """Suppress ``email`` for ``scope``; an existing entry keeps its first reason."""
+        values = {
+            "email": email.lower(),
+            "scope": scope.value,
+            "reason": reason,
+            "detail": detail,
+            "created_at": self._now(),
+        }
+        async with self._engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            await conn.execute(dialect.insert(suppressions).values(values).on_conflict_do_nothing())
+
+    async def remove(self, email: str, scope: SuppressionScope | None = None) -> int:
+        query = delete(suppressions).where(suppressions.c.email == email.lower())
+        if scope is not None:
+            query = query.where(suppressions.c.scope == scope.value)
+        async with self._engine.begin() as conn:
+            return (await conn.execute(query)).rowcount
+
+    async def blocked(self, emails: Iterable[str], *, marketing: bool) -> set[str]:
+        """The lower-cased addresses among ``emails`` that this kind of mail must skip."""
+        wanted = sorted({e.lower() for e in emails})
+        if not wanted:
+            return set()
+        scopes = [SuppressionScope.ALL.value]
+        if marketing:
+            scopes.append(SuppressionScope.MARKETING.value)
+        blocked: set[str] = set()
+        async with self._engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                rows = await conn.execute(
+                    select(suppressions.c.email).where(
+                        suppressions.c.email.in_(wanted[start : start + 500]),
+                        suppressions.c.scope.in_(scopes),
+                    )
+                )
+                blocked.update(row.email for row in rows)
+        return blocked
+
+    async def list(self, limit: int = 100, offset: int = 0) -> list[Suppression]:
+        query = (
+            select(suppressions)
+            .order_by(suppressions.c.created_at.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self._engine.connect() as conn:
+            return [
+                Suppression(
+                    email=r.email,
+                    scope=SuppressionScope(r.scope),
+                    reason=r.reason,
+                    detail=r.detail,
+                    created_at=r.created_at,
+                )
+                for r in await conn.execute(query)
+            ]

@@ -1,0 +1,86 @@
+"""Accepting email events from the API, the CLI or Python: validate, record, enqueue.
+
+The ledger row is committed before the queue message is published. If publishing fails the
+caller gets an error and the row stays ``queued``; sending the same document again (same
+idempotency key) publishes it then, so a failed enqueue is never a lost email.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ulid import ULID
+
+from postroom.messages import EmailEvent, Priority
+from postroom.queue.base import OutgoingMessage
+from postroom.store.ledger import NewSend, SendStatus
+from postroom.wiring import Postroom
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    id: str
+    idempotency_key: str
+    recipient: str
+    status: SendStatus
+    duplicate: bool
+
+
+def check_renderable(postroom: Postroom, event: EmailEvent) -> None:
+    """Refuse now what the worker could never send: unknown type, unsafe subject."""
+    postroom.registry.get(event.email_type)
+    postroom.renderer.check_subject(event)
+
+
+def priority_of(postroom: Postroom, event: EmailEvent) -> Priority:
+    return event.priority or postroom.registry.get(event.email_type).priority
+
+
+async def submit(postroom: Postroom, events: Sequence[EmailEvent]) -> list[Accepted]:
+    """Record and enqueue ``events``; all are checked before anything is written.
+
+    Raises :class:`IdempotencyConflictError` when a key was used before with another document,
+    and the errors of :func:`check_renderable`.
+    """
+    for event in events:
+        check_renderable(postroom, event)
+    keyed = [_with_key(e) for e in events]
+    new = [
+        NewSend(
+            id=str(ULID()),
+            idempotency_key=e.effective_idempotency_key(),
+            recipient=e.recipient_key,
+            email_type=e.email_type,
+            priority=priority_of(postroom, e).value,
+            document=e.to_json(),
+            content_hash=e.content_hash(),
+        )
+        for e in keyed
+    ]
+    rows = await postroom.ledger.create_many(new, refuse_conflicts=True)
+    to_publish = [
+        OutgoingMessage(id=record.id, priority=Priority(record.priority), body=send.document)
+        for send, (record, _created) in zip(new, rows, strict=True)
+        if record.status is SendStatus.QUEUED
+    ]
+    if to_publish:
+        await postroom.queue.enqueue(to_publish)
+        postroom.wake_workers()
+    return [
+        Accepted(
+            id=record.id,
+            idempotency_key=record.idempotency_key,
+            recipient=record.recipient,
+            status=record.status,
+            duplicate=not created,
+        )
+        for record, created in rows
+    ]
+
+
+def _with_key(event: EmailEvent) -> EmailEvent:
+    """Pin the derived key into the document so every consumer derives nothing again."""
+    if event.idempotency_key:
+        return event
+    return event.model_copy(update={"idempotency_key": event.effective_idempotency_key()})

@@ -1,0 +1,181 @@
+"""Settings → the objects that do the work. The only module that knows every seam's backends."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from postroom.config import Settings
+from postroom.errors import ConfigurationError
+from postroom.providers.base import Provider
+from postroom.queue.base import QueueBackend
+from postroom.rendering.registry import TemplateRegistry, bundled_templates_dir
+from postroom.rendering.renderer import Renderer
+from postroom.store import migrate
+from postroom.store.database import create_engine, is_sqlite
+from postroom.store.ledger import Ledger
+from postroom.store.suppressions import Suppressions
+from postroom.worker.pipeline import DeliveryPipeline
+from postroom.worker.retry import RetryPolicy
+from postroom.worker.runner import Worker
+
+
+@dataclass
+class Postroom:
+    """Everything a process needs, built once from settings and closed once."""
+
+    settings: Settings
+    engine: AsyncEngine
+    queue: QueueBackend
+    ledger: Ledger
+    suppressions: Suppressions
+    registry: TemplateRegistry
+    renderer: Renderer
+    provider: Provider
+    wake_listeners: list[Worker] = field(default_factory=list)
+
+    def wake_workers(self) -> None:
+        for worker in self.wake_listeners:
+            worker.wake()
+
+    async def close(self) -> None:
+        await self.provider.close()
+        await self.queue.close()
+        await self.engine.dispose()
+
+
+def with_generated_secrets(settings: Settings) -> Settings:
+    """Fill in a secret key and an API key kept in the data dir when none are configured, so
+    the embedded default runs without setup and keeps its keys across restarts."""
+    updates: dict[str, object] = {}
+    if not settings.secret_key:
+        updates["secret_key"] = _read_or_create(settings.data_dir / "secret-key")
+    if not settings.api_keys:
+        updates["api_keys"] = [_read_or_create(settings.data_dir / "api-key")]
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _read_or_create(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+async def prepare_database(settings: Settings) -> None:
+    """Migrate the embedded SQLite database; refuse to run on an out-of-date server database."""
+    url = settings.resolved_database_url
+    if is_sqlite(url):
+        await asyncio.to_thread(migrate.upgrade, url)
+        return
+    current, head = await asyncio.to_thread(migrate.pending_revision, url)
+    if current != head:
+        raise ConfigurationError(
+            f"database schema is at {current or 'nothing'}, this version needs {head}: "
+            "run `postroom migrate`"
+        )
+
+
+def build_queue(settings: Settings, engine: AsyncEngine) -> QueueBackend:
+    scheme = urlsplit(settings.queue_url).scheme
+    if scheme == "sql":
+        from postroom.queue.sql import SqlQueue
+
+        return SqlQueue(engine, max_deliveries=settings.max_deliveries)
+    raise ConfigurationError(
+        f"POSTROOM_QUEUE_URL: unsupported scheme {scheme!r}; this version supports sql://"
+    )
+
+
+def build_provider(settings: Settings) -> Provider:
+    if settings.provider == "outbox":
+        from postroom.providers.outbox import OutboxProvider
+
+        return OutboxProvider(settings.data_dir / "outbox")
+    if settings.provider == "smtp":
+        from postroom.providers.smtp import SmtpProvider
+
+        return SmtpProvider(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            timeout=settings.smtp_timeout,
+            verify_tls=settings.smtp_verify_tls,
+        )
+    raise ConfigurationError(
+        f"POSTROOM_PROVIDER: unknown provider {settings.provider!r}; use outbox or smtp"
+    )
+
+
+def build_renderer(settings: Settings, registry: TemplateRegistry) -> Renderer:
+    if not settings.secret_key:
+        raise ConfigurationError("POSTROOM_SECRET_KEY is required to sign unsubscribe links")
+    return Renderer(
+        registry,
+        sender=settings.sender,
+        reply_to=settings.reply_to,
+        public_url=settings.public_url,
+        secret_key=settings.secret_key,
+        postal_address=settings.postal_address,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+    )
+
+
+async def open_postroom(settings: Settings, *, provider: Provider | None = None) -> Postroom:
+    """Build every part from ``settings`` (the database must already be prepared)."""
+    settings = with_generated_secrets(settings)
+    registry = TemplateRegistry.load(settings.templates_dir or bundled_templates_dir())
+    renderer = build_renderer(settings, registry)
+    engine = create_engine(settings.resolved_database_url, synchronous=settings.sqlite_synchronous)
+    return Postroom(
+        settings=settings,
+        engine=engine,
+        queue=build_queue(settings, engine),
+        ledger=Ledger(engine),
+        suppressions=Suppressions(engine),
+        registry=registry,
+        renderer=renderer,
+        provider=provider or build_provider(settings),
+    )
+
+
+def build_pipeline(postroom: Postroom) -> DeliveryPipeline:
+    s = postroom.settings
+    return DeliveryPipeline(
+        queue=postroom.queue,
+        ledger=postroom.ledger,
+        suppressions=postroom.suppressions,
+        registry=postroom.registry,
+        renderer=postroom.renderer,
+        provider=postroom.provider,
+        policy=RetryPolicy.from_settings(s),
+        lease_seconds=s.lease_seconds,
+        max_document_bytes=s.max_document_bytes,
+    )
+
+
+def build_worker(postroom: Postroom, pipeline: DeliveryPipeline | None = None) -> Worker:
+    """A worker on ``postroom``'s queue; API enqueues in this process wake it up."""
+    s = postroom.settings
+    pipeline = pipeline or build_pipeline(postroom)
+    worker = Worker(
+        postroom.queue,
+        pipeline.process,
+        concurrency=s.worker_concurrency,
+        claim_batch=s.claim_batch,
+        poll_interval=s.poll_interval,
+        lease_seconds=s.lease_seconds,
+        shutdown_grace=s.shutdown_grace,
+    )
+    postroom.wake_listeners.append(worker)
+    return worker

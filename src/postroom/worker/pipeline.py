@@ -1,0 +1,298 @@
+"""One claimed batch's way through the worker: parse, bind to the ledger, check suppression,
+render, mark ``sending``, hand over, record, and only then settle with the queue.
+
+Every stage works on the whole batch so that a batch costs a handful of transactions, not a
+handful per message. Each message leaves the pipeline in exactly one way: acked, retried,
+released or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ulid import ULID
+
+from postroom.errors import (
+    AmbiguousProviderError,
+    InvalidMessageError,
+    PermanentProviderError,
+    ProviderError,
+    TemplateError,
+)
+from postroom.messages import EmailEvent, Priority, RenderedEmail, parse_event
+from postroom.providers.base import Provider, SendResult
+from postroom.queue.base import Delivery, QueueBackend
+from postroom.rendering.registry import EmailType, TemplateRegistry
+from postroom.rendering.renderer import Renderer
+from postroom.store.ledger import FINAL, Ledger, NewSend, Outcome, SendRecord, SendStatus
+from postroom.store.suppressions import Suppressions, SuppressionScope
+from postroom.worker.handover import HandOver
+from postroom.worker.retry import RetryPolicy
+
+log = logging.getLogger("postroom.worker")
+
+
+@dataclass(slots=True)
+class Item:
+    """A message on its way through the stages."""
+
+    delivery: Delivery
+    event: EmailEvent
+    email_type: EmailType
+    record: SendRecord | None = None
+    rendered: RenderedEmail | None = None
+    priority: Priority = field(default=Priority.TRANSACTIONAL)
+
+    @property
+    def send_id(self) -> str:
+        assert self.record is not None
+        return self.record.id
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What to tell the queue once the ledger has committed."""
+
+    ack: list[Delivery] = field(default_factory=list)
+    retry: list[tuple[Delivery, float, str]] = field(default_factory=list)
+    release: list[tuple[Delivery, float]] = field(default_factory=list)
+    dead: list[tuple[Delivery, str]] = field(default_factory=list)
+    suppress: list[tuple[str, str]] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+@dataclass
+class PipelineStats:
+    """Counters a worker reports (and tests read)."""
+
+    sent: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    ambiguous: int = 0
+    ambiguous_resent: int = 0
+
+
+class DeliveryPipeline:
+    def __init__(
+        self,
+        *,
+        queue: QueueBackend,
+        ledger: Ledger,
+        suppressions: Suppressions,
+        registry: TemplateRegistry,
+        renderer: Renderer,
+        provider: Provider,
+        policy: RetryPolicy,
+        lease_seconds: float,
+        max_document_bytes: int,
+    ) -> None:
+        self.queue = queue
+        self.ledger = ledger
+        self.suppressions = suppressions
+        self.registry = registry
+        self.renderer = renderer
+        self.provider = provider
+        self.policy = policy
+        self.lease_seconds = lease_seconds
+        self.max_document_bytes = max_document_bytes
+        self.handover = HandOver(provider, policy)
+        self.stats = PipelineStats()
+
+    async def process(self, deliveries: list[Delivery]) -> None:
+        s = Settlement()
+        items = self._parse(deliveries, s)
+        items = await self._bind(items, s)
+        items = await self._drop_suppressed(items, s)
+        items = self._render(items, s)
+        items = await self._claim(items, s)
+        if items:
+            results = await self.handover.send([i.rendered for i in items if i.rendered])
+            self._judge(items, results, s)
+        await self._settle(s)
+
+    def _parse(self, deliveries: list[Delivery], s: Settlement) -> list[Item]:
+        items = []
+        for d in deliveries:
+            try:
+                event = parse_event(d.body, max_bytes=self.max_document_bytes)
+                email_type = self.registry.get(event.email_type)
+            except InvalidMessageError as exc:
+                s.dead.append((d, f"invalid document: {exc}"))
+                continue
+            priority = event.priority or email_type.priority
+            items.append(Item(d, event, email_type, priority=priority))
+        return items
+
+    async def _bind(self, items: list[Item], s: Settlement) -> list[Item]:
+        """Find or create each message's ledger row and keep those that still need sending."""
+        rows = await self.ledger.create_many(
+            [
+                NewSend(
+                    id=str(ULID()),
+                    idempotency_key=i.event.effective_idempotency_key(),
+                    recipient=i.event.recipient_key,
+                    email_type=i.event.email_type,
+                    priority=i.priority.value,
+                    document=i.event.to_json(),
+                    content_hash=i.event.content_hash(),
+                )
+                for i in items
+            ]
+        )
+        keep: list[Item] = []
+        seen: set[str] = set()
+        for item, (record, _created) in zip(items, rows, strict=True):
+            item.record = record
+            if record.content_hash != item.event.content_hash():
+                s.dead.append(
+                    (
+                        item.delivery,
+                        f"idempotency key reused with a different document (send {record.id})",
+                    )
+                )
+            elif record.status in FINAL:
+                self.stats.duplicates += 1
+                s.ack.append(item.delivery)
+            elif record.id in seen or (
+                record.status is SendStatus.SENDING
+                and not self.ledger.is_stale(record, self.lease_seconds)
+            ):
+                # Another copy is being handled right now; look again when its lease is over.
+                s.release.append((item.delivery, self.lease_seconds))
+            elif self._ambiguous_and_kept(item, record, s):
+                continue
+            else:
+                seen.add(record.id)
+                keep.append(item)
+        return keep
+
+    def _ambiguous_and_kept(self, item: Item, record: SendRecord, s: Settlement) -> bool:
+        """A stale ``sending`` row means a worker died between the provider call and the
+        ledger write: the mail may be out. Count it, and resend only if policy says so."""
+        if record.status not in (SendStatus.SENDING, SendStatus.AMBIGUOUS):
+            return False
+        self.stats.ambiguous += 1
+        if self.policy.resend_ambiguous(item.priority):
+            self.stats.ambiguous_resent += 1
+            log.warning("send %s outcome unknown after a worker crash; resending", record.id)
+            return False
+        log.warning("send %s outcome unknown after a worker crash; not resent", record.id)
+        s.outcomes.append(
+            Outcome(record.id, SendStatus.AMBIGUOUS, error="outcome unknown; not resent by policy")
+        )
+        s.ack.append(item.delivery)
+        return True
+
+    async def _drop_suppressed(self, items: list[Item], s: Settlement) -> list[Item]:
+        """Checked at send time: a suppression added after enqueue still stops the mail."""
+        blocked: dict[bool, set[str]] = {}
+        for marketing in (True, False):
+            group = [i.event.recipient_key for i in items if i.email_type.marketing is marketing]
+            blocked[marketing] = (
+                await self.suppressions.blocked(group, marketing=marketing) if group else set()
+            )
+        keep = []
+        for item in items:
+            if item.event.recipient_key in blocked[item.email_type.marketing]:
+                self.stats.suppressed += 1
+                s.outcomes.append(Outcome(item.send_id, SendStatus.SUPPRESSED, error="suppressed"))
+                s.ack.append(item.delivery)
+            else:
+                keep.append(item)
+        return keep
+
+    def _render(self, items: list[Item], s: Settlement) -> list[Item]:
+        keep = []
+        for item in items:
+            try:
+                item.rendered = self.renderer.render(item.event, send_id=item.send_id)
+            except (TemplateError, InvalidMessageError) as exc:
+                s.outcomes.append(Outcome(item.send_id, SendStatus.FAILED, error=str(exc)))
+                s.dead.append((item.delivery, f"cannot render: {exc}"))
+                continue
+            keep.append(item)
+        return keep
+
+    async def _claim(self, items: list[Item], s: Settlement) -> list[Item]:
+        """Write ``sending`` before the provider call (design §4)."""
+        moved = await self.ledger.begin_sending(
+            [(i.send_id, i.rendered.message_id) for i in items if i.rendered],
+            self.provider.name,
+        )
+        keep = []
+        for item in items:
+            if item.send_id in moved:
+                keep.append(item)
+            else:
+                s.release.append((item.delivery, self.lease_seconds))
+        return keep
+
+    def _judge(self, items: list[Item], results: list[SendResult], s: Settlement) -> None:
+        for item, result in zip(items, results, strict=True):
+            self._judge_one(item, result, s)
+
+    def _judge_one(self, item: Item, result: SendResult, s: Settlement) -> None:
+        provider = self.provider.name
+        error = result.error
+        if error is None:
+            self.stats.sent += 1
+            s.outcomes.append(
+                Outcome(item.send_id, SendStatus.SENT, provider, result.provider_message_id)
+            )
+            s.ack.append(item.delivery)
+            return
+        if isinstance(error, PermanentProviderError):
+            s.outcomes.append(Outcome(item.send_id, SendStatus.FAILED, provider, error=str(error)))
+            if error.suppress:
+                # The address itself is bad: suppressing it is the whole remedy, and a DLQ
+                # entry would only invite a replay that bounces again.
+                self.stats.suppressed += 1
+                s.suppress.append((item.event.recipient_key, str(error)))
+                s.ack.append(item.delivery)
+            else:
+                s.dead.append((item.delivery, f"permanent failure: {error}"))
+            return
+        if isinstance(error, AmbiguousProviderError):
+            self.stats.ambiguous += 1
+            if not self.policy.resend_ambiguous(item.priority):
+                s.outcomes.append(
+                    Outcome(item.send_id, SendStatus.AMBIGUOUS, provider, error=str(error))
+                )
+                s.ack.append(item.delivery)
+                return
+            self.stats.ambiguous_resent += 1
+        self._schedule_retry(item, error, s)
+
+    def _schedule_retry(self, item: Item, error: ProviderError, s: Settlement) -> None:
+        delay = self.policy.queue_delay(item.delivery.attempt, error)
+        provider = self.provider.name
+        if delay is None:
+            attempts = item.delivery.attempt + 1
+            reason = f"gave up after {attempts} attempts: {error}"
+            s.outcomes.append(Outcome(item.send_id, SendStatus.DEAD, provider, error=reason))
+            s.dead.append((item.delivery, reason))
+            return
+        self.stats.retried += 1
+        s.outcomes.append(
+            Outcome(item.send_id, SendStatus.RETRY_SCHEDULED, provider, error=str(error))
+        )
+        s.retry.append((item.delivery, delay, str(error)))
+
+    async def _settle(self, s: Settlement) -> None:
+        """Commit the ledger first; a crash after it only causes a redelivery we ack."""
+        await self.ledger.record(s.outcomes)
+        for email, detail in s.suppress:
+            await self.suppressions.add(email, SuppressionScope.ALL, "invalid_address", detail)
+        if s.ack:
+            await self.queue.ack(s.ack)
+        for delivery, delay, error in s.retry:
+            await self.queue.retry(delivery, delay, error)
+        for delivery, delay in s.release:
+            await self.queue.release(delivery, delay)
+        for delivery, reason in s.dead:
+            self.stats.dead_lettered += 1
+            log.warning("dead-lettered message %s: %s", delivery.id, reason)
+            await self.queue.dead_letter(delivery, reason)

@@ -1,0 +1,129 @@
+"""The worker loop: claim batches while there is room, run them concurrently, stop cleanly.
+
+Shutdown (SIGTERM, or the stop event) stops claiming at once, lets in-flight batches finish
+within the grace period, and only then cancels; a cancelled batch's messages come back when
+their leases end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from postroom.queue.base import Delivery, QueueBackend
+
+log = logging.getLogger("postroom.worker")
+
+BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: QueueBackend,
+        handle: BatchHandler,
+        *,
+        concurrency: int,
+        claim_batch: int,
+        poll_interval: float,
+        lease_seconds: float,
+        shutdown_grace: float,
+        max_poll_interval: float = 0.05,
+    ) -> None:
+        self.queue = queue
+        self.handle = handle
+        self.concurrency = concurrency
+        self.claim_batch = claim_batch
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max(max_poll_interval, poll_interval)
+        self.lease_seconds = lease_seconds
+        self.shutdown_grace = shutdown_grace
+        self._in_flight = 0
+        self._room = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """Claim now instead of at the next poll (the API calls this after an enqueue when it
+        shares the process with the worker)."""
+        self._wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        idle_wait = self.poll_interval
+        while not stop.is_set():
+            room = self.concurrency - self._in_flight
+            if room <= 0:
+                self._room.clear()
+                await _first(stop.wait(), self._room.wait())
+                continue
+            try:
+                deliveries = await self.queue.receive(
+                    min(room, self.claim_batch), self.lease_seconds
+                )
+            except Exception:
+                log.exception("claiming from the queue failed; retrying")
+                deliveries = []
+                idle_wait = self.max_poll_interval
+            if deliveries:
+                idle_wait = self.poll_interval
+                self._start(deliveries)
+                continue
+            self._wakeup.clear()
+            await _first(stop.wait(), self._wakeup.wait(), asyncio.sleep(idle_wait))
+            # Back off while idle so an empty queue costs little; a wake-up resets it.
+            idle_wait = min(idle_wait * 2, self.max_poll_interval)
+            if self._wakeup.is_set():
+                idle_wait = self.poll_interval
+        await self._drain()
+
+    def _start(self, deliveries: list[Delivery]) -> None:
+        self._in_flight += len(deliveries)
+        task = asyncio.create_task(self._run_batch(deliveries))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, deliveries: list[Delivery]) -> None:
+        try:
+            await self.handle(deliveries)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Leases bring these messages back; the ledger decides what a redelivery means.
+            log.exception(
+                "a batch of %d messages failed; they return when leases end", len(deliveries)
+            )
+        finally:
+            self._in_flight -= len(deliveries)
+            self._room.set()
+
+    async def _release(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            try:
+                await self.queue.release(delivery)
+            except Exception:
+                log.exception("could not release message %s; its lease will expire", delivery.id)
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        log.info(
+            "waiting up to %.0fs for %d in-flight messages", self.shutdown_grace, self._in_flight
+        )
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            log.warning("cancelled %d batches at shutdown; their leases will expire", len(pending))
+
+
+async def _first(*aws: Awaitable[object]) -> None:
+    """Wait until the first of ``aws`` completes and cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

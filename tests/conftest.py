@@ -1,0 +1,97 @@
+"""Shared fixtures: settings on a temporary data dir, a built Postroom, a running worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postroom.config import Settings
+from postroom.wiring import Postroom, build_pipeline, build_worker, open_postroom, prepare_database
+from postroom.worker.pipeline import DeliveryPipeline
+from tests.fakes import FakeProvider
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_service(available: bool, what: str) -> None:
+    """Skip on a laptop without ``what``; in CI a missing service is a failure."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is not reachable, and CI must run every integration test")
+    pytest.skip(f"{what} is not reachable")
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "data_dir": data_dir,
+        "api_keys": ["test-key"],
+        "secret_key": "test-secret-key-test-secret-key!",
+        "retry_schedule": [0.05, 0.1],
+        "immediate_retry_delay": 0.001,
+        "poll_interval": 0.005,
+        "lease_seconds": 5.0,
+        "shutdown_grace": 5.0,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def fake_provider() -> FakeProvider:
+    return FakeProvider()
+
+
+@pytest.fixture
+async def postroom(settings: Settings, fake_provider: FakeProvider) -> AsyncIterator[Postroom]:
+    await prepare_database(settings)
+    pr = await open_postroom(settings, provider=fake_provider)
+    try:
+        yield pr
+    finally:
+        await pr.close()
+
+
+class RunningWorker:
+    """A worker running in the test's event loop until the test ends."""
+
+    def __init__(self, postroom: Postroom) -> None:
+        self.pipeline: DeliveryPipeline = build_pipeline(postroom)
+        self.worker = build_worker(postroom, self.pipeline)
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self.worker.run(self.stop))
+
+    async def until(
+        self, condition: Callable[[], Awaitable[bool]], timeout: float = 10.0
+    ) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await condition():
+            if self.task.done():
+                self.task.result()
+                raise AssertionError("worker stopped")
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"condition not met within {timeout}s")
+            await asyncio.sleep(0.01)
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await self.task
+
+
+@pytest.fixture
+async def running_worker(postroom: Postroom) -> AsyncIterator[RunningWorker]:
+    running = RunningWorker(postroom)
+    try:
+        yield running
+    finally:
+        await running.shutdown()
