@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fakes import FakeProvider
 
 from postroom.config import Settings
 from postroom.wiring import Postroom, build_pipeline, build_worker, open_postroom, prepare_database
 from postroom.worker.pipeline import DeliveryPipeline
-from tests.fakes import FakeProvider
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -71,9 +71,7 @@ class RunningWorker:
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(self.worker.run(self.stop))
 
-    async def until(
-        self, condition: Callable[[], Awaitable[bool]], timeout: float = 10.0
-    ) -> None:
+    async def until(self, condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while not await condition():
             if self.task.done():

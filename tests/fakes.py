@@ -32,7 +32,9 @@ class FakeProvider:
             error = self.script(email, seen)
             if error is None:
                 self.delivered.append(email)
-                results.append(SendResult(email.send_id, provider_message_id=f"fake-{email.send_id}"))
+                results.append(
+                    SendResult(email.send_id, provider_message_id=f"fake-{email.send_id}")
+                )
             else:
                 results.append(SendResult(email.send_id, error=error))
         return results

@@ -16,6 +16,7 @@ from sqlalchemy import Row, and_, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from postroom.errors import IdempotencyConflictError
 from postroom.store.schema import send_attempts, sends
 
 
@@ -157,13 +158,13 @@ class Ledger:
         async with self._engine.begin() as conn:
             await conn.execute(_insert_ignoring_conflicts(conn), values)
             found = await self._by_keys(conn, [(n.idempotency_key, n.recipient) for n in new])
-        return [
-            (
-                found[(n.idempotency_key, n.recipient)],
-                found[(n.idempotency_key, n.recipient)].id == n.id,
-            )
-            for n in new
-        ]
+            result = [(found[(n.idempotency_key, n.recipient)], n) for n in new]
+            if refuse_conflicts:
+                for record, n in result:
+                    if record.content_hash != n.content_hash:
+                        # Raising inside the transaction rolls back this batch's inserts.
+                        raise IdempotencyConflictError(n.idempotency_key, record.id)
+        return [(record, record.id == n.id) for record, n in result]
 
     async def _by_keys(
         self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]

@@ -39,9 +39,10 @@ class RetryPolicy:
             return None
         if isinstance(error, RateLimitedError):
             return error.retry_after if error.retry_after <= MAX_IMMEDIATE_WAIT else None
-        base = self.immediate_delay * (2**retry_index)
+        base = self.immediate_delay * (2.0**retry_index)
         # Jitter spreads the retries of many workers hit by the same outage.
-        return base * (0.5 + (rng or random).random())
+        draw = rng.random() if rng is not None else random.random()
+        return base * (0.5 + draw)
 
     def queue_delay(self, attempt: int, error: ProviderError | None = None) -> float | None:
         """Delay before queue retry number ``attempt`` (0-based), or ``None`` when the

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from tests.conftest import RunningWorker
+from tests.fakes import FakeProvider
 
 from postroom.errors import (
     AmbiguousProviderError,
@@ -18,8 +20,6 @@ from postroom.store.ledger import SendStatus
 from postroom.store.suppressions import SuppressionScope
 from postroom.submission import submit
 from postroom.wiring import Postroom
-from tests.conftest import RunningWorker
-from tests.fakes import FakeProvider
 
 
 def welcome(to: str = "reader@example.com", **extra: Any) -> EmailEvent:
@@ -201,7 +201,11 @@ async def test_bad_documents_go_to_dlq_and_the_worker_keeps_going(
         orjson.dumps({"email_type": "welcome", "recipient_email": "not-an-address"}),
         orjson.dumps({"email_type": "no_such_type", "recipient_email": "a@example.com"}),
         orjson.dumps(
-            {"email_type": "welcome", "recipient_email": "a@example.com", "recipient_name": "x\r\nBcc: b@example.com"}
+            {
+                "email_type": "welcome",
+                "recipient_email": "a@example.com",
+                "recipient_name": "x\r\nBcc: b@example.com",
+            }
         ),
         orjson.dumps({"email_type": "welcome", "recipient_email": "a@example.com"}),  # no data
     ]
@@ -252,7 +256,11 @@ async def test_priority_classes_are_claimed_most_urgent_first(
             {
                 "email_type": "new_post_notification",
                 "recipient_email": f"m{i}@example.com",
-                "template_data": {"creator_name": "J", "post_title": "T", "post_url": "https://e.com/"},
+                "template_data": {
+                    "creator_name": "J",
+                    "post_title": "T",
+                    "post_url": "https://e.com/",
+                },
             },
             max_bytes=100_000,
         )
