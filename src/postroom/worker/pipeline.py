@@ -60,6 +60,9 @@ class Settlement:
     dead: list[tuple[Delivery, str]] = field(default_factory=list)
     suppress: list[tuple[str, str]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    # Written before the hand-over, so that a resend after a crash leaves its trace even
+    # when the resend then succeeds.
+    noted: list[Outcome] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +108,7 @@ class DeliveryPipeline:
         s = Settlement()
         items = self._parse(deliveries, s)
         items = await self._bind(items, s)
+        await self.ledger.record(s.noted)
         items = await self._drop_suppressed(items, s)
         items = self._render(items, s)
         items = await self._claim(items, s)
@@ -178,6 +182,9 @@ class DeliveryPipeline:
         if self.policy.resend_ambiguous(item.priority):
             self.stats.ambiguous_resent += 1
             log.warning("send %s outcome unknown after a worker crash; resending", record.id)
+            s.noted.append(
+                Outcome(record.id, SendStatus.AMBIGUOUS, error="outcome unknown; resent by policy")
+            )
             return False
         log.warning("send %s outcome unknown after a worker crash; not resent", record.id)
         s.outcomes.append(
