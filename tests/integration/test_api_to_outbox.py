@@ -168,3 +168,14 @@ def test_invalid_json_is_422(client: TestClient) -> None:
     )
     assert response.status_code == 422
     assert "not valid JSON" in response.json()["detail"][0]["reason"]
+
+
+@pytest.mark.parametrize("key", ["k%0d%0aBcc: x", "=?utf-8?q?k=0D=0ABcc:_x?=", "k\x85Bcc: x"])
+def test_encoded_line_breaks_in_the_idempotency_key_header_are_refused(
+    client: TestClient, key: str
+) -> None:
+    response = client.post(
+        "/v1/emails", json=NEW_POST, headers={**AUTH, "Idempotency-Key": key.encode("latin-1")}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["field"] == "Idempotency-Key"

@@ -1,0 +1,143 @@
+"""Crash test: worker processes SIGKILLed again and again while 5,000 emails go out.
+
+Afterwards every email must be sent and the outbox must hold exactly one copy of each. A kill
+between the outbox write and the ledger commit leaves a ``sending`` row: the next worker sees it
+as ambiguous, resends it by policy (transactional mail), and the outbox, which deduplicates on
+the send id like an ESP idempotency key, keeps one copy. Those cases are counted and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from postroom.messages import parse_event
+from postroom.providers.outbox import INDEX_NAME
+from postroom.store.ledger import SendStatus
+from postroom.store.schema import send_attempts
+from postroom.submission import submit
+from postroom.wiring import open_postroom, prepare_database
+from tests.conftest import make_settings
+
+EMAILS = 5_000
+KILLS = 5
+LEASE = 1.5
+
+pytestmark = pytest.mark.slow
+
+
+def worker_env(data_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "POSTROOM_DATA_DIR": str(data_dir),
+        "POSTROOM_PROVIDER": "outbox",
+        "POSTROOM_SECRET_KEY": "crash-test-secret-crash-test-secret",
+        "POSTROOM_API_KEYS": "unused",
+        "POSTROOM_LEASE_SECONDS": str(LEASE),
+        # Small batches so that many are in flight at any kill.
+        "POSTROOM_CLAIM_BATCH": "16",
+        "POSTROOM_WORKER_CONCURRENCY": "32",
+    }
+
+
+def start_worker(data_dir: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "postroom", "worker"],
+        env=worker_env(data_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=open(data_dir / "worker.log", "ab"),  # noqa: SIM115 - the child owns it
+    )
+
+
+async def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, provider="outbox", lease_seconds=LEASE)
+    await prepare_database(settings)
+    postroom = await open_postroom(settings)
+    try:
+        events = [
+            parse_event(
+                {
+                    "email_type": "welcome" if i % 10 else "sign_in_link",
+                    "recipient_email": f"reader{i}@example.com",
+                    "template_data": {
+                        "creator_name": "Jane Doe",
+                        "sign_in_url": f"https://platform.example/login/{i}",
+                        "expires_minutes": 15,
+                    },
+                    "metadata": {"n": i},
+                },
+                max_bytes=100_000,
+            )
+            for i in range(EMAILS)
+        ]
+        for start in range(0, EMAILS, 1000):
+            await submit(postroom, events[start : start + 1000])
+
+        rng = random.Random(20261128)
+        kills = 0
+        while kills < KILLS:
+            sent_before = await _count(postroom, SendStatus.SENT)
+            process = start_worker(tmp_path)
+            # Kill only once this worker is sending, at a random point of its work.
+            while await _count(postroom, SendStatus.SENT) == sent_before:
+                assert process.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(rng.uniform(0.05, 0.4))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+        assert await _count(postroom, SendStatus.SENT) < EMAILS, "run finished before the kills"
+
+        final = start_worker(tmp_path)
+        try:
+            deadline = asyncio.get_running_loop().time() + 120
+            while await _count(postroom, SendStatus.SENT) < EMAILS:
+                assert asyncio.get_running_loop().time() < deadline, "not all sent in time"
+                assert final.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+                await asyncio.sleep(0.1)
+        finally:
+            final.send_signal(signal.SIGTERM)
+            assert final.wait(timeout=30) == 0, "worker did not stop cleanly on SIGTERM"
+
+        statuses = await postroom.ledger.count_by_status()
+        ambiguous = await _ambiguous_attempts(postroom)
+        files = Counter(path.stem for path in (tmp_path / "outbox").glob("*/*.eml"))
+        index = Counter(
+            orjson.loads(line)["send_id"]
+            for line in (tmp_path / "outbox" / INDEX_NAME).read_bytes().splitlines()
+        )
+        explanation = (
+            f"{kills} kills; ledger {dict(statuses)}; {ambiguous} sends were ambiguous after a "
+            "kill between hand-over and ledger commit and were resent by policy (the outbox "
+            "deduplicates on the send id, so each still has one copy)"
+        )
+        assert statuses == {SendStatus.SENT: EMAILS}, explanation
+        assert len(files) == EMAILS and set(files.values()) == {1}, explanation
+        assert len(index) == EMAILS and set(index.values()) == {1}, explanation
+        assert await postroom.queue.depth() == dict.fromkeys(await postroom.queue.depth(), 0)
+        assert await postroom.queue.dlq_list() == [], explanation
+        print(explanation)
+    finally:
+        await postroom.close()
+
+
+async def _count(postroom: object, status: SendStatus) -> int:
+    counts = await postroom.ledger.count_by_status()  # type: ignore[attr-defined]
+    return int(counts.get(status, 0))
+
+
+async def _ambiguous_attempts(postroom: object) -> int:
+    engine = postroom.engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        query = select(func.count()).where(send_attempts.c.outcome == "ambiguous")
+        return int((await conn.execute(query)).scalar_one())
