@@ -1,0 +1,71 @@
+"""Backends the queue contract suite runs against (one factory each in ``QUEUE_BACKENDS``) and
+the fixtures that parametrize the suite over them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from postroom.queue.base import QueueBackend
+from postroom.queue.sql import SqlQueue
+from postroom.store.database import create_engine
+from postroom.store.migrate import upgrade
+
+
+@dataclass(frozen=True)
+class QueueHarness:
+    """Opens handles on one shared queue (like separate workers) and says how short a lease the
+    backend honours: lease tests sleep real time so that they also run against real brokers."""
+
+    open: Callable[..., Awaitable[QueueBackend]]  # keyword options, e.g. max_deliveries
+    short_lease: float
+
+
+@asynccontextmanager
+async def _sql_sqlite(tmp_path: Path) -> AsyncIterator[QueueHarness]:
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    upgrade(url)
+    engine = create_engine(url)
+
+    async def open_queue(*, max_deliveries: int = 10) -> QueueBackend:
+        return SqlQueue(engine, max_deliveries=max_deliveries)
+
+    try:
+        yield QueueHarness(open=open_queue, short_lease=0.2)
+    finally:
+        await engine.dispose()
+
+
+# Add "sql-postgresql", "rabbitmq", "sqs" here: each factory sets up an empty queue and tears it
+# down when the context exits.
+QUEUE_BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[QueueHarness]]] = {
+    "sql-sqlite": _sql_sqlite,
+}
+
+
+@pytest.fixture(params=list(QUEUE_BACKENDS))
+async def queue_harness(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[QueueHarness]:
+    opened: list[QueueBackend] = []
+    async with QUEUE_BACKENDS[request.param](tmp_path) as harness:
+
+        async def open_tracked(**options: object) -> QueueBackend:
+            queue = await harness.open(**options)
+            opened.append(queue)
+            return queue
+
+        try:
+            yield QueueHarness(open=open_tracked, short_lease=harness.short_lease)
+        finally:
+            for queue in opened:
+                await queue.close()
+
+
+@pytest.fixture
+async def queue_backend(queue_harness: QueueHarness) -> QueueBackend:
+    return await queue_harness.open()

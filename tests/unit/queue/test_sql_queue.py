@@ -1,0 +1,83 @@
+"""SQL-backend behaviour beyond the shared queue contract: release bookkeeping, PostgreSQL SQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.dialects import postgresql
+
+from postroom.messages import Priority
+from postroom.queue.base import OutgoingMessage
+from postroom.queue.sql import SqlQueue, claim_select
+from postroom.store.database import create_engine
+from postroom.store.migrate import upgrade
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def queue(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqlQueue]:
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        yield SqlQueue(engine, max_deliveries=2, clock=clock)
+    finally:
+        await engine.dispose()
+
+
+async def test_release_undoes_the_hand_out(queue: SqlQueue) -> None:
+    await queue.enqueue([OutgoingMessage("m1", Priority.TRANSACTIONAL, b"x")])
+
+    for _ in range(5):  # more releases than max_deliveries: still not poison
+        delivery = (await queue.receive(1, 60))[0]
+        assert delivery.deliveries == 1
+        assert await queue.release(delivery)
+
+    assert await queue.dlq_list() == []
+
+
+async def test_retry_records_the_error_and_delay(queue: SqlQueue, clock: FakeClock) -> None:
+    await queue.enqueue([OutgoingMessage("m1", Priority.TRANSACTIONAL, b"x")])
+    delivery = (await queue.receive(1, 60))[0]
+
+    assert await queue.retry(delivery, 300, "421 try later")
+    clock.now += 299
+    assert await queue.receive(1, 60) == []
+    clock.now += 1
+    assert [d.attempt for d in await queue.receive(1, 60)] == [1]
+
+
+async def test_poison_reason_says_how_often(queue: SqlQueue, clock: FakeClock) -> None:
+    await queue.enqueue([OutgoingMessage("m1", Priority.CRITICAL, b"x")])
+    for _ in range(2):
+        await queue.receive(1, 60)
+        clock.now += 61
+
+    assert await queue.receive(1, 60) == []
+    letter = await queue.dlq_get("m1")
+    assert letter is not None
+    assert letter.reason == "delivery limit reached: handed out 2 times without an outcome"
+    assert letter.priority is Priority.CRITICAL
+
+
+def test_postgresql_claim_skips_locked_rows() -> None:
+    statement = claim_select(Priority.MARKETING, skip_locked=True)
+
+    sql = str(statement.compile(dialect=postgresql.dialect()))
+
+    assert "ORDER BY queue_jobs.available_at" in sql
+    assert sql.rstrip().endswith("FOR UPDATE SKIP LOCKED")
