@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'postroom.db').resolve()}"
+        return f"sqlite:///{(self.data_dir / 'postroom.db').resolve()}"
 
 
 def load_settings(**overrides: Any) -> Settings:

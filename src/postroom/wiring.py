@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from postroom.config import Settings
 from postroom.errors import ConfigurationError
 from postroom.providers.base import Provider
@@ -17,7 +15,7 @@ from postroom.queue.base import QueueBackend
 from postroom.rendering.registry import TemplateRegistry, bundled_templates_dir
 from postroom.rendering.renderer import Renderer
 from postroom.store import migrate
-from postroom.store.database import create_engine, is_sqlite
+from postroom.store.database import Database, is_sqlite, open_database
 from postroom.store.ledger import Ledger
 from postroom.store.suppressions import Suppressions
 from postroom.worker.pipeline import DeliveryPipeline
@@ -30,7 +28,7 @@ class Postroom:
     """Everything a process needs, built once from settings and closed once."""
 
     settings: Settings
-    engine: AsyncEngine
+    db: Database
     queue: QueueBackend
     ledger: Ledger
     suppressions: Suppressions
@@ -46,7 +44,7 @@ class Postroom:
     async def close(self) -> None:
         await self.provider.close()
         await self.queue.close()
-        await self.engine.dispose()
+        await self.db.dispose()
 
 
 def with_generated_secrets(settings: Settings) -> Settings:
@@ -84,12 +82,12 @@ async def prepare_database(settings: Settings) -> None:
         )
 
 
-def build_queue(settings: Settings, engine: AsyncEngine) -> QueueBackend:
+def build_queue(settings: Settings, db: Database) -> QueueBackend:
     scheme = urlsplit(settings.queue_url).scheme
     if scheme == "sql":
         from postroom.queue.sql import SqlQueue
 
-        return SqlQueue(engine, max_deliveries=settings.max_deliveries)
+        return SqlQueue(db, max_deliveries=settings.max_deliveries)
     raise ConfigurationError(
         f"POSTROOM_QUEUE_URL: unsupported scheme {scheme!r}; this version supports sql://"
     )
@@ -136,13 +134,13 @@ async def open_postroom(settings: Settings, *, provider: Provider | None = None)
     settings = with_generated_secrets(settings)
     registry = TemplateRegistry.load(settings.templates_dir or bundled_templates_dir())
     renderer = build_renderer(settings, registry)
-    engine = create_engine(settings.resolved_database_url, synchronous=settings.sqlite_synchronous)
+    db = open_database(settings.resolved_database_url, synchronous=settings.sqlite_synchronous)
     return Postroom(
         settings=settings,
-        engine=engine,
-        queue=build_queue(settings, engine),
-        ledger=Ledger(engine),
-        suppressions=Suppressions(engine),
+        db=db,
+        queue=build_queue(settings, db),
+        ledger=Ledger(db),
+        suppressions=Suppressions(db),
         registry=registry,
         renderer=renderer,
         provider=provider or build_provider(settings),

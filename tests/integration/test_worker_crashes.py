@@ -19,15 +19,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from tests.conftest import make_settings
 
 from postroom.messages import parse_event
 from postroom.providers.outbox import INDEX_NAME
 from postroom.store.ledger import SendStatus
-from postroom.store.schema import send_attempts
 from postroom.submission import submit
-from postroom.wiring import open_postroom, prepare_database
-from tests.conftest import make_settings
+from postroom.wiring import Postroom, open_postroom, prepare_database
 
 EMAILS = 5_000
 KILLS = 5
@@ -55,7 +53,7 @@ def start_worker(data_dir: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "postroom", "worker"],
         env=worker_env(data_dir),
         stdout=subprocess.DEVNULL,
-        stderr=open(data_dir / "worker.log", "ab"),  # noqa: SIM115 - the child owns it
+        stderr=open(data_dir / "worker.log", "ab"),
     )
 
 
@@ -110,7 +108,7 @@ async def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(tmp_path: P
             assert final.wait(timeout=30) == 0, "worker did not stop cleanly on SIGTERM"
 
         statuses = await postroom.ledger.count_by_status()
-        ambiguous = await _ambiguous_attempts(postroom)
+        ambiguous = await postroom.ledger.count_attempts(SendStatus.AMBIGUOUS)
         files = Counter(path.stem for path in (tmp_path / "outbox").glob("*/*.eml"))
         index = Counter(
             orjson.loads(line)["send_id"]
@@ -131,13 +129,5 @@ async def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(tmp_path: P
         await postroom.close()
 
 
-async def _count(postroom: object, status: SendStatus) -> int:
-    counts = await postroom.ledger.count_by_status()  # type: ignore[attr-defined]
-    return int(counts.get(status, 0))
-
-
-async def _ambiguous_attempts(postroom: object) -> int:
-    engine = postroom.engine  # type: ignore[attr-defined]
-    async with engine.connect() as conn:
-        query = select(func.count()).where(send_attempts.c.outcome == "ambiguous")
-        return int((await conn.execute(query)).scalar_one())
+async def _count(postroom: Postroom, status: SendStatus) -> int:
+    return (await postroom.ledger.count_by_status()).get(status, 0)

@@ -25,7 +25,7 @@ CORPUS = [
     f"Eve\r\n{INJECTED}",
     f"Eve\n{INJECTED}",
     f"Eve\r{INJECTED}",
-    f"Eve\r\n\r\n<html>body</html>",
+    "Eve\r\n\r\n<html>body</html>",
     f"Eve\x00{INJECTED}",
     f"Eve\x0b{INJECTED}",
     f"Eve\x0c{INJECTED}",

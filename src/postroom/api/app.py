@@ -61,8 +61,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         """The database and the queue answer."""
         pr: Postroom = request.app.state.postroom
         try:
-            async with pr.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await pr.db.read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
             depth = await pr.queue.depth()
         except Exception as exc:
             return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)

@@ -10,7 +10,7 @@ from sqlalchemy import delete
 from postroom.messages import Priority
 from postroom.queue.base import OutgoingMessage
 from postroom.queue.sql import SqlQueue
-from postroom.store.database import create_engine
+from postroom.store.database import open_database
 from postroom.store.migrate import upgrade
 from postroom.store.schema import queue_jobs
 
@@ -25,18 +25,18 @@ async def bench_claims(
     """Fill ``url`` (a fresh database) with ``backlog`` marketing jobs, then claim and ack them
     one at a time and ``batch`` at a time for up to ``seconds`` each; rates are messages/s."""
     await asyncio.to_thread(upgrade, url)
-    engine = create_engine(url)
+    db = open_database(url)
     try:
-        queue = SqlQueue(engine)
+        queue = SqlQueue(db)
         if any((await queue.depth()).values()):
             raise ValueError("bench_claims needs an empty queue: give it a fresh database")
         enqueue_rate = await _fill(queue, backlog)
         single_count, single_rate = await _drain(queue, 1, seconds)
         batched_count, batched_rate = await _drain(queue, batch, seconds)
-        async with engine.begin() as conn:
-            await conn.execute(delete(queue_jobs).where(queue_jobs.c.id.startswith(_ID_PREFIX)))
+        leftovers = delete(queue_jobs).where(queue_jobs.c.id.startswith(_ID_PREFIX))
+        await db.write(lambda conn: conn.execute(leftovers))
     finally:
-        await engine.dispose()
+        await db.dispose()
     return {
         "backlog": backlog,
         "batch": batch,

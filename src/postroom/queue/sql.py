@@ -2,6 +2,10 @@
 
 A leased job keeps its row with ``available_at`` pushed to the end of the lease, so one index,
 (queue, available_at), serves claims, lease expiry and delayed retries alike.
+
+Every public method is one transaction: one ``Database.write`` or ``Database.read`` call whose
+synchronous function runs all of its statements (see ``postroom.store.database`` for why a
+hop per transaction, not per statement).
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    BindParameter,
+    Connection,
     Float,
     Integer,
     Row,
     Select,
     String,
     Table,
+    Update,
     bindparam,
     delete,
     func,
@@ -28,11 +35,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.errors import ConfigurationError
 from postroom.messages import Priority
 from postroom.queue.base import DeadLetter, Delivery, OutgoingMessage
+from postroom.store.database import Database
 from postroom.store.schema import dead_letters, queue_jobs
 
 _CLASSES = sorted(Priority, key=lambda priority: priority.rank)
@@ -64,9 +71,10 @@ def claim_select(queue: Priority, *, skip_locked: bool = False) -> Select[Any]:
     return statement
 
 
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _LEASE = (
     update(queue_jobs)
-    .where(_jobs.id.in_(bindparam("ids", expanding=True)))
+    .where(_jobs.id.in_(_IDS))
     .values(
         available_at=bindparam("until", type_=Float),
         deliveries=_jobs.deliveries + 1,
@@ -74,14 +82,57 @@ _LEASE = (
     )
 )
 _ACK = delete(queue_jobs).where(
-    _jobs.receipt == bindparam("held_receipt", type_=String),
-    _jobs.id.in_(bindparam("ids", expanding=True)),
+    _jobs.receipt == bindparam("held_receipt", type_=String), _jobs.id.in_(_IDS)
 )
+_HELD = (_jobs.id == bindparam("job_id", type_=String)) & (
+    _jobs.receipt == bindparam("held_receipt", type_=String)
+)
+_GIVE_BACK = update(queue_jobs).where(_HELD).values(receipt=None)
+_RETRY = _GIVE_BACK.values(
+    available_at=bindparam("until", type_=Float),
+    attempt=_jobs.attempt + 1,
+    last_error=bindparam("error", type_=String),
+)
+# Not a failed delivery: undo the hand-out so it does not count towards poison.
+_RELEASE = _GIVE_BACK.values(
+    available_at=bindparam("until", type_=Float), deliveries=_jobs.deliveries - 1
+)
+_DELETE_HELD = delete(queue_jobs).where(_HELD)
+_DELETE_JOBS = delete(queue_jobs).where(_jobs.id.in_(_IDS))
+_DELETE_LETTERS = delete(dead_letters).where(_dead.id.in_(_IDS))
+# ORDER BY dead_at alone matches ix_dead_letters_dead_at (ties fall in insertion order).
+_LETTERS = select(dead_letters).where(_dead.id.in_(_IDS)).order_by(_dead.dead_at)
+_LETTER_IDS = select(_dead.id).order_by(_dead.dead_at)
+_LETTER_PAGE = (
+    select(dead_letters)
+    .order_by(_dead.dead_at)
+    .limit(bindparam("limit", type_=Integer))
+    .offset(bindparam("offset", type_=Integer))
+)
+_LETTER = select(dead_letters).where(_dead.id == bindparam("letter_id", type_=String))
+_DEPTH = select(_jobs.queue, func.count()).group_by(_jobs.queue)
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
+
+
+class _DialectStatements:
+    """The statements whose SQL differs between SQLite and PostgreSQL (upserts, row locks)."""
+
+    def __init__(self, postgres: bool) -> None:
+        def insert(table: Table) -> sqlite.Insert | postgresql.Insert:
+            return postgresql.insert(table) if postgres else sqlite.insert(table)
+
+        # A job with the same id already queued wins: enqueue is idempotent by id.
+        self.enqueue = insert(queue_jobs).on_conflict_do_nothing(index_elements=["id"])
+        letter = insert(dead_letters)
+        replaced = ("queue", "body", "reason", "attempt", "dead_at")
+        self.dead_letter = letter.on_conflict_do_update(
+            index_elements=["id"], set_={name: letter.excluded[name] for name in replaced}
+        )
+        self.claims = [(p, claim_select(p, skip_locked=postgres)) for p in _CLASSES]
 
 
 class SqlQueue:
@@ -91,215 +142,188 @@ class SqlQueue:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         *,
         max_deliveries: int = 10,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        dialect = engine.dialect.name
-        if dialect not in ("sqlite", "postgresql"):
-            raise ConfigurationError(f"the SQL queue supports sqlite and postgresql, not {dialect}")
-        self._engine = engine
-        self._postgres = dialect == "postgresql"
+        if db.dialect not in ("sqlite", "postgresql"):
+            raise ConfigurationError(
+                f"the SQL queue supports sqlite and postgresql, not {db.dialect}"
+            )
+        self._db = db
+        self._sql = _DialectStatements(db.dialect == "postgresql")
         self._max_deliveries = max_deliveries
         self._clock = clock
-
-    def _insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
-        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
 
     async def enqueue(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
         now = self._clock()
-        rows = [
-            {
-                "id": m.id,
-                "queue": m.priority.value,
-                "body": m.body,
-                "available_at": now,
-                "attempt": 0,
-                "deliveries": 0,
-                "created_at": now,
-            }
-            for m in messages
-        ]
-        statement = self._insert(queue_jobs).on_conflict_do_nothing(index_elements=["id"])
-        async with self._engine.begin() as conn:
-            await conn.execute(statement, rows)
+        rows = [_job(m.id, m.priority.value, m.body, now) for m in messages]
+        await self._db.write(lambda conn: conn.execute(self._sql.enqueue, rows))
 
     async def receive(self, max_messages: int, lease_seconds: float) -> list[Delivery]:
         now = self._clock()
+        return await self._db.write(
+            lambda conn: self._claim(conn, max_messages, now, now + lease_seconds)
+        )
+
+    def _claim(
+        self, conn: Connection, max_messages: int, now: float, until: float
+    ) -> list[Delivery]:
         # One receipt per claim: the whole batch is leased by one UPDATE, and (id, receipt)
         # still tells this lease from any later one.
         receipt = secrets.token_hex(16)
         claimed: list[Delivery] = []
-        async with self._engine.begin() as conn:
-            for priority in _CLASSES:
-                while len(claimed) < max_messages:
-                    wanted = max_messages - len(claimed)
-                    statement = claim_select(priority, skip_locked=self._postgres)
-                    rows = (await conn.execute(statement, {"now": now, "limit": wanted})).all()
-                    poison = [row for row in rows if row.deliveries >= self._max_deliveries]
-                    ready = [row for row in rows if row.deliveries < self._max_deliveries]
-                    await self._lease(conn, ready, now + lease_seconds, receipt)
-                    claimed += [_delivery(row, priority, receipt) for row in ready]
-                    await self._bury_poison(conn, poison, priority, now)
-                    # Buried rows made room: look again, unless the class ran dry.
-                    if not poison or len(rows) < wanted:
-                        break
+        for priority, statement in self._sql.claims:
+            while len(claimed) < max_messages:
+                wanted = max_messages - len(claimed)
+                rows = conn.execute(statement, {"now": now, "limit": wanted}).all()
+                poison = [row for row in rows if row.deliveries >= self._max_deliveries]
+                ready = [row for row in rows if row.deliveries < self._max_deliveries]
+                if ready:
+                    ids = [row.id for row in ready]
+                    conn.execute(_LEASE, {"ids": ids, "until": until, "new_receipt": receipt})
+                claimed += [_delivery(row, priority, receipt) for row in ready]
+                self._bury_poison(conn, poison, priority, now)
+                # Buried rows made room: look again, unless the class ran dry.
+                if not poison or len(rows) < wanted:
+                    break
         return claimed
 
-    async def _lease(
-        self, conn: AsyncConnection, rows: Sequence[Row[Any]], until: float, receipt: str
-    ) -> None:
-        if not rows:
-            return
-        ids = [row.id for row in rows]
-        await conn.execute(_LEASE, {"ids": ids, "until": until, "new_receipt": receipt})
-
-    async def _bury_poison(
-        self, conn: AsyncConnection, rows: Sequence[Row[Any]], priority: Priority, now: float
+    def _bury_poison(
+        self, conn: Connection, rows: Sequence[Row[Any]], priority: Priority, now: float
     ) -> None:
         # A job handed out this often without ack, retry or dead-letter keeps crashing workers.
         if not rows:
             return
         dead_at = datetime.fromtimestamp(now, UTC)
         letters = [
-            {
-                "id": row.id,
-                "queue": priority.value,
-                "body": row.body,
-                "attempt": row.attempt,
-                "reason": _POISON_REASON.format(row.deliveries),
-                "dead_at": dead_at,
-            }
+            _letter(row.id, priority.value, row.body, row.attempt, dead_at)
+            | {"reason": _POISON_REASON.format(row.deliveries)}
             for row in rows
         ]
-        await conn.execute(self._dead_letter_upsert(), letters)
-        await conn.execute(delete(queue_jobs).where(_jobs.id.in_([row.id for row in rows])))
-
-    def _dead_letter_upsert(self) -> Any:
-        statement = self._insert(dead_letters)
-        replaced = ("queue", "body", "reason", "attempt", "dead_at")
-        return statement.on_conflict_do_update(
-            index_elements=["id"], set_={name: statement.excluded[name] for name in replaced}
-        )
+        conn.execute(self._sql.dead_letter, letters)
+        conn.execute(_DELETE_JOBS, {"ids": [row.id for row in rows]})
 
     async def ack(self, deliveries: Sequence[Delivery]) -> int:
         ids_by_receipt: dict[str, list[str]] = defaultdict(list)
         for delivery in deliveries:
             ids_by_receipt[delivery.receipt].append(delivery.id)
-        removed = 0
-        async with self._engine.begin() as conn:
-            for receipt, ids in ids_by_receipt.items():
-                for chunk in _chunks(ids):
-                    result = await conn.execute(_ACK, {"held_receipt": receipt, "ids": chunk})
-                    removed += result.rowcount
-        return removed
+        if not ids_by_receipt:
+            return 0
+
+        def remove(conn: Connection) -> int:
+            return sum(
+                conn.execute(_ACK, {"held_receipt": receipt, "ids": chunk}).rowcount
+                for receipt, ids in ids_by_receipt.items()
+                for chunk in _chunks(ids)
+            )
+
+        return await self._db.write(remove)
 
     async def retry(self, delivery: Delivery, delay_seconds: float, error: str) -> bool:
-        return await self._give_back(
-            delivery, delay_seconds, attempt=_jobs.attempt + 1, last_error=error
-        )
+        return await self._give_back(_RETRY, delivery, delay_seconds, error=error)
 
     async def release(self, delivery: Delivery, delay_seconds: float = 0.0) -> bool:
-        # Not a failed delivery: undo the hand-out so it does not count towards poison.
-        return await self._give_back(delivery, delay_seconds, deliveries=_jobs.deliveries - 1)
+        return await self._give_back(_RELEASE, delivery, delay_seconds)
 
-    async def _give_back(self, delivery: Delivery, delay_seconds: float, **values: Any) -> bool:
-        statement = (
-            update(queue_jobs)
-            .where(_jobs.id == delivery.id, _jobs.receipt == delivery.receipt)
-            .values(available_at=self._clock() + delay_seconds, receipt=None, **values)
-        )
-        async with self._engine.begin() as conn:
-            return (await conn.execute(statement)).rowcount == 1
+    async def _give_back(
+        self, statement: Update, delivery: Delivery, delay_seconds: float, **params: Any
+    ) -> bool:
+        params |= _held(delivery) | {"until": self._clock() + delay_seconds}
+        rowcount = await self._db.write(lambda conn: conn.execute(statement, params).rowcount)
+        return rowcount == 1
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> bool:
-        letter = {
-            "id": delivery.id,
-            "queue": delivery.priority.value,
-            "body": delivery.body,
-            "reason": reason,
-            "attempt": delivery.attempt,
-            "dead_at": datetime.fromtimestamp(self._clock(), UTC),
-        }
-        async with self._engine.begin() as conn:
-            removed = await conn.execute(
-                delete(queue_jobs).where(_jobs.id == delivery.id, _jobs.receipt == delivery.receipt)
-            )
-            if removed.rowcount != 1:
+        dead_at = datetime.fromtimestamp(self._clock(), UTC)
+        letter = _letter(
+            delivery.id, delivery.priority.value, delivery.body, delivery.attempt, dead_at
+        ) | {"reason": reason}
+
+        def bury(conn: Connection) -> bool:
+            if conn.execute(_DELETE_HELD, _held(delivery)).rowcount != 1:
                 return False
-            await conn.execute(self._dead_letter_upsert(), [letter])
-        return True
+            conn.execute(self._sql.dead_letter, [letter])
+            return True
+
+        return await self._db.write(bury)
 
     async def dlq_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        # ORDER BY dead_at alone matches ix_dead_letters_dead_at (ties fall in insertion order).
-        statement = select(dead_letters).order_by(_dead.dead_at).limit(limit).offset(offset)
-        async with self._engine.begin() as conn:
-            return [_dead_letter(row) for row in await conn.execute(statement)]
+        params = {"limit": limit, "offset": offset}
+        rows = await self._db.read(lambda conn: conn.execute(_LETTER_PAGE, params).all())
+        return [_dead_letter(row) for row in rows]
 
     async def dlq_get(self, message_id: str) -> DeadLetter | None:
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(select(dead_letters).where(_dead.id == message_id))).first()
+        params = {"letter_id": message_id}
+        row = await self._db.read(lambda conn: conn.execute(_LETTER, params).first())
         return None if row is None else _dead_letter(row)
 
     async def dlq_replay(self, message_ids: Sequence[str] | None = None) -> int:
         now = self._clock()
+        return await self._db.write(lambda conn: self._replay(conn, message_ids, now))
+
+    def _replay(self, conn: Connection, message_ids: Sequence[str] | None, now: float) -> int:
         # A job with the same id already queued wins (idempotent enqueue); the letter still goes.
-        requeue = self._insert(queue_jobs).on_conflict_do_nothing(index_elements=["id"])
         replayed = 0
-        async with self._engine.begin() as conn:
-            for ids in await self._dead_letter_ids(conn, message_ids):
-                query = select(dead_letters).where(_dead.id.in_(ids)).order_by(_dead.dead_at)
-                rows = (await conn.execute(query)).all()
-                jobs = [
-                    {
-                        "id": row.id,
-                        "queue": row.queue,
-                        "body": row.body,
-                        "available_at": now,
-                        "attempt": 0,
-                        "deliveries": 0,
-                        "receipt": None,
-                        "created_at": now,
-                    }
-                    for row in rows
-                ]
-                if jobs:
-                    await conn.execute(requeue, jobs)
-                    await conn.execute(delete(dead_letters).where(_dead.id.in_(ids)))
-                replayed += len(jobs)
+        for ids in _dead_letter_ids(conn, message_ids):
+            rows = conn.execute(_LETTERS, {"ids": ids}).all()
+            if rows:
+                jobs = [_job(row.id, row.queue, row.body, now) for row in rows]
+                conn.execute(self._sql.enqueue, jobs)
+                conn.execute(_DELETE_LETTERS, {"ids": ids})
+            replayed += len(rows)
         return replayed
 
     async def dlq_purge(self, message_ids: Sequence[str] | None = None) -> int:
-        purged = 0
-        async with self._engine.begin() as conn:
-            for ids in await self._dead_letter_ids(conn, message_ids):
-                purged += (
-                    await conn.execute(delete(dead_letters).where(_dead.id.in_(ids)))
-                ).rowcount
-        return purged
+        def purge(conn: Connection) -> int:
+            return sum(
+                conn.execute(_DELETE_LETTERS, {"ids": ids}).rowcount
+                for ids in _dead_letter_ids(conn, message_ids)
+            )
 
-    async def _dead_letter_ids(
-        self, conn: AsyncConnection, message_ids: Sequence[str] | None
-    ) -> list[Sequence[str]]:
-        """The ids to act on, oldest first, in chunks that fit an IN list (None means all)."""
-        if message_ids is None:
-            found = await conn.execute(select(_dead.id).order_by(_dead.dead_at))
-            message_ids = list(found.scalars())
-        return list(_chunks(list(dict.fromkeys(message_ids))))
+        return await self._db.write(purge)
 
     async def depth(self) -> dict[Priority, int]:
+        rows = await self._db.read(lambda conn: conn.execute(_DEPTH).all())
         counts = dict.fromkeys(Priority, 0)
-        statement = select(_jobs.queue, func.count()).group_by(_jobs.queue)
-        async with self._engine.begin() as conn:
-            for queue, count in await conn.execute(statement):
-                counts[Priority(queue)] = count
+        counts.update((Priority(queue), count) for queue, count in rows)
         return counts
 
     async def close(self) -> None:
-        """Nothing to release: the engine belongs to whoever created it (shared with the store)."""
+        """Nothing to release: the database belongs to whoever opened it (shared with the store)."""
+
+
+def _dead_letter_ids(conn: Connection, message_ids: Sequence[str] | None) -> list[Sequence[str]]:
+    """The ids to act on, oldest first, in chunks that fit an IN list (None means all)."""
+    if message_ids is None:
+        message_ids = list(conn.execute(_LETTER_IDS).scalars())
+    return list(_chunks(list(dict.fromkeys(message_ids))))
+
+
+def _held(delivery: Delivery) -> dict[str, Any]:
+    return {"job_id": delivery.id, "held_receipt": delivery.receipt}
+
+
+def _job(job_id: str, queue: str, body: bytes, now: float) -> dict[str, Any]:
+    # Every key on every row, so that one executemany serves enqueue and replay alike.
+    return {
+        "id": job_id,
+        "queue": queue,
+        "body": body,
+        "available_at": now,
+        "attempt": 0,
+        "deliveries": 0,
+        "receipt": None,
+        "created_at": now,
+    }
+
+
+def _letter(
+    letter_id: str, queue: str, body: bytes, attempt: int, dead_at: datetime
+) -> dict[str, Any]:
+    return {"id": letter_id, "queue": queue, "body": body, "attempt": attempt, "dead_at": dead_at}
 
 
 def _delivery(row: Row[Any], priority: Priority, receipt: str) -> Delivery:

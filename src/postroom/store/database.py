@@ -1,66 +1,152 @@
-"""Engines and connection settings per database.
+"""How Postroom talks to its database: one call per transaction.
 
-SQLite is opened in WAL mode with ``BEGIN IMMEDIATE`` transactions: several processes (API,
-workers) write to the same file, and a deferred transaction that later upgrades to a write
-lock fails with "database is locked" instead of waiting for it.
+Repositories write each transaction as a plain function of a synchronous SQLAlchemy
+``Connection`` and hand it to :class:`Database`. On PostgreSQL the function runs on the event
+loop over the async psycopg driver (``AsyncConnection.run_sync``). On SQLite it runs in a
+dedicated thread over the stdlib driver: aiosqlite pays a thread hop for every DBAPI call
+(about 28 per claim-and-ack, ~1.3 ms for a one-row insert), while one hop per transaction
+costs ~0.3 ms.
+
+SQLite is opened in WAL mode. Write transactions start with ``BEGIN IMMEDIATE`` because several
+processes (API, workers) write to one file, and a deferred transaction that later needs the
+write lock fails with "database is locked" instead of waiting for it. Within a process, writes
+go through one thread, so they queue in Python rather than in SQLite's busy handler, which
+sleeps in millisecond steps.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from postroom.errors import ConfigurationError
 
-_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+T = TypeVar("T")
+Work = Callable[[Connection], T]
+
+_READ_ONLY = "postroom_read_only"
 
 
-def async_url(url: str) -> str:
-    """Normalize a database URL to its async driver (``sqlite://`` → ``sqlite+aiosqlite://``)."""
+def _parse(url: str) -> Any:
     try:
-        parsed = make_url(url)
+        return make_url(url)
     except Exception as exc:  # SQLAlchemy raises ArgumentError with a terse message
         raise ConfigurationError(f"POSTROOM_DATABASE_URL is not a database URL: {url!r}") from exc
-    backend = parsed.get_backend_name()
-    if backend not in _ASYNC_DRIVERS:
+
+
+def backend_name(url: str) -> str:
+    backend: str = _parse(url).get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
         raise ConfigurationError(
             f"POSTROOM_DATABASE_URL: unsupported database {backend!r}; use sqlite or postgresql"
         )
-    return parsed.set(drivername=_ASYNC_DRIVERS[backend]).render_as_string(hide_password=False)
-
-
-def sync_url(url: str) -> str:
-    """The same database through a synchronous driver (for Alembic)."""
-    parsed = make_url(async_url(url))
-    driver = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql+psycopg"
-    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+    return backend
 
 
 def is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
+    return backend_name(url) == "sqlite"
 
 
-def create_engine(url: str, *, synchronous: str = "NORMAL") -> AsyncEngine:
-    """An async engine for ``url`` with Postroom's connection settings."""
-    url = async_url(url)
-    if not is_sqlite(url):
-        return create_async_engine(url, pool_pre_ping=True)
-    database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
-    _configure_sqlite(engine, synchronous)
-    return engine
+def sync_url(url: str) -> str:
+    """The URL with Postroom's synchronous driver (stdlib sqlite3, psycopg)."""
+    driver = "sqlite" if is_sqlite(url) else "postgresql+psycopg"
+    rendered: str = _parse(url).set(drivername=driver).render_as_string(hide_password=False)
+    return rendered
 
 
-def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+class Database:
+    """Runs transactions: ``await db.write(fn)`` and ``await db.read(fn)``."""
+
+    dialect: str
+
+    async def write(self, work: Work[T]) -> T:
+        """Run ``work`` in a write transaction; commit when it returns, roll back if it raises."""
+        raise NotImplementedError
+
+    async def read(self, work: Work[T]) -> T:
+        """Run ``work`` in a transaction that does not take the write lock."""
+        raise NotImplementedError
+
+    async def dispose(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, url: str, *, synchronous: str = "NORMAL") -> None:
+        database = _parse(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_sync_engine(
+            sync_url(url),
+            poolclass=QueuePool,
+            pool_size=4,
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+        _configure_sqlite(self.engine, synchronous)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="postroom-db-write")
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix="postroom-db-read")
+
+    async def write(self, work: Work[T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, functools.partial(self._run, work, False))
+
+    async def read(self, work: Work[T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, functools.partial(self._run, work, True))
+
+    def _run(self, work: Work[T], read_only: bool) -> T:
+        with self.engine.connect() as conn:
+            if read_only:
+                conn = conn.execution_options(**{_READ_ONLY: True})
+            with conn.begin():
+                return work(conn)
+
+    async def dispose(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        self.engine.dispose()
+
+
+class PostgresDatabase(Database):
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        # psycopg 3 serves both the async engine here and Alembic's sync one.
+        self.engine: AsyncEngine = create_async_engine(sync_url(url), pool_pre_ping=True)
+
+    async def write(self, work: Work[T]) -> T:
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    async def read(self, work: Work[T]) -> T:
+        return await self.write(work)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def open_database(url: str, *, synchronous: str = "NORMAL") -> Database:
+    if is_sqlite(url):
+        return SqliteDatabase(url, synchronous=synchronous)
+    return PostgresDatabase(url)
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's BEGIN below, not the driver, open transactions.
+        # Let the BEGIN below, not the driver, open transactions.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -69,6 +155,7 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

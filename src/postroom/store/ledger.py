@@ -1,7 +1,7 @@
 """The send ledger (design §4): the record that turns at-least-once delivery into one send.
 
 Transitions are compare-and-set updates, so two workers holding copies of the same message
-cannot both move a row to ``sending``.
+cannot both move a row to ``sending``. Each method is one transaction.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from postroom.errors import IdempotencyConflictError
+from postroom.store.database import Database
 from postroom.store.schema import send_attempts, sends
 
 
@@ -95,35 +95,35 @@ class Outcome:
     error: str | None = None
 
 
+_RECORD_COLUMNS = [c for c in sends.c if c.name != "document"]
+_CHUNK = 400  # rows per IN list: well under SQLite's bound-parameter limit
+
+_BEGIN_SENDING = (
+    update(sends)
+    .where(and_(sends.c.id == bindparam("b_id"), sends.c.status.in_([s.value for s in SENDABLE])))
+    .values(
+        status=SendStatus.SENDING.value,
+        attempts=sends.c.attempts + 1,
+        message_id=bindparam("b_message_id"),
+        provider=bindparam("b_provider"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
 def _record(row: Row[Any]) -> SendRecord:
     m = row._mapping
     return SendRecord(
-        id=m["id"],
-        idempotency_key=m["idempotency_key"],
-        recipient=m["recipient"],
-        email_type=m["email_type"],
-        priority=m["priority"],
+        **{c.name: m[c.name] for c in _RECORD_COLUMNS if c.name != "status"},
         status=SendStatus(m["status"]),
-        attempts=m["attempts"],
-        content_hash=m["content_hash"],
-        message_id=m["message_id"],
-        provider=m["provider"],
-        provider_message_id=m["provider_message_id"],
-        last_error=m["last_error"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        sent_at=m["sent_at"],
     )
-
-
-_RECORD_COLUMNS = [c for c in sends.c if c.name != "document"]
 
 
 class Ledger:
     """Repository of sends and their attempts."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] | None = None):
-        self._engine = engine
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None):
+        self._db = db
         self._now = clock or (lambda: datetime.now(UTC))
 
     async def create_many(
@@ -155,45 +155,26 @@ class Ledger:
             }
             for n in new
         ]
-        async with self._engine.begin() as conn:
-            await conn.execute(_insert_ignoring_conflicts(conn), values)
-            found = await self._by_keys(conn, [(n.idempotency_key, n.recipient) for n in new])
+
+        def work(conn: Connection) -> list[tuple[SendRecord, bool]]:
+            conn.execute(_insert_ignoring_conflicts(conn), values)
+            found = _by_keys(conn, [(n.idempotency_key, n.recipient) for n in new])
             result = [(found[(n.idempotency_key, n.recipient)], n) for n in new]
             if refuse_conflicts:
                 for record, n in result:
                     if record.content_hash != n.content_hash:
                         # Raising inside the transaction rolls back this batch's inserts.
                         raise IdempotencyConflictError(n.idempotency_key, record.id)
-        return [(record, record.id == n.id) for record, n in result]
+            return [(record, record.id == n.id) for record, n in result]
 
-    async def _by_keys(
-        self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], SendRecord]:
-        found: dict[tuple[str, str], SendRecord] = {}
-        for start in range(0, len(keys), 400):  # stay under SQLite's bound-parameter limit
-            chunk = keys[start : start + 400]
-            rows = await conn.execute(
-                select(*_RECORD_COLUMNS).where(
-                    tuple_(sends.c.idempotency_key, sends.c.recipient).in_(chunk)
-                )
-            )
-            for row in rows:
-                record = _record(row)
-                found[(record.idempotency_key, record.recipient)] = record
-        return found
+        return await self._db.write(work)
 
     async def get(self, send_id: str) -> SendRecord | None:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(*_RECORD_COLUMNS).where(sends.c.id == send_id))
-            ).first()
-        return _record(row) if row else None
+        def work(conn: Connection) -> SendRecord | None:
+            row = conn.execute(select(*_RECORD_COLUMNS).where(sends.c.id == send_id)).first()
+            return _record(row) if row else None
 
-    async def document(self, send_id: str) -> bytes | None:
-        async with self._engine.connect() as conn:
-            return (
-                await conn.execute(select(sends.c.document).where(sends.c.id == send_id))
-            ).scalar_one_or_none()
+        return await self._db.read(work)
 
     async def attempts(self, send_id: str) -> list[AttemptRecord]:
         query = (
@@ -201,8 +182,8 @@ class Ledger:
             .where(send_attempts.c.send_id == send_id)
             .order_by(send_attempts.c.id)
         )
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(query)
+
+        def work(conn: Connection) -> list[AttemptRecord]:
             return [
                 AttemptRecord(
                     attempt=r.attempt,
@@ -212,8 +193,10 @@ class Ledger:
                     error=r.error,
                     at=r.at,
                 )
-                for r in rows
+                for r in conn.execute(query)
             ]
+
+        return await self._db.read(work)
 
     async def begin_sending(self, claims: Sequence[tuple[str, str]], provider: str) -> set[str]:
         """Move rows to ``sending`` (written before the provider call); returns the ids moved.
@@ -222,23 +205,24 @@ class Ledger:
         ``sending`` or in a final state is left alone: someone else holds it or it is done.
         """
         now = self._now()
-        moved: set[str] = set()
-        async with self._engine.begin() as conn:
+
+        def work(conn: Connection) -> set[str]:
+            moved: set[str] = set()
             for send_id, message_id in claims:
-                result = await conn.execute(
-                    update(sends)
-                    .where(and_(sends.c.id == send_id, sends.c.status.in_(SENDABLE)))
-                    .values(
-                        status=SendStatus.SENDING.value,
-                        attempts=sends.c.attempts + 1,
-                        message_id=message_id,
-                        provider=provider,
-                        updated_at=now,
-                    )
+                result = conn.execute(
+                    _BEGIN_SENDING,
+                    {
+                        "b_id": send_id,
+                        "b_message_id": message_id,
+                        "b_provider": provider,
+                        "b_now": now,
+                    },
                 )
                 if result.rowcount:
                     moved.add(send_id)
-        return moved
+            return moved
+
+        return await self._db.write(work)
 
     async def record(self, outcomes: Iterable[Outcome]) -> None:
         """Write the outcome of each attempt and its audit row, in one transaction."""
@@ -246,7 +230,8 @@ class Ledger:
         if not outcomes:
             return
         now = self._now()
-        async with self._engine.begin() as conn:
+
+        def work(conn: Connection) -> None:
             for o in outcomes:
                 values: dict[str, Any] = {
                     "status": o.status.value,
@@ -257,15 +242,15 @@ class Ledger:
                     values.update(sent_at=now, provider_message_id=o.provider_message_id)
                 if o.provider:
                     values["provider"] = o.provider
-                await conn.execute(update(sends).where(sends.c.id == o.send_id).values(values))
+                conn.execute(update(sends).where(sends.c.id == o.send_id).values(values))
             ids = [o.send_id for o in outcomes]
             attempts = {
                 row.id: row.attempts
-                for row in await conn.execute(
+                for row in conn.execute(
                     select(sends.c.id, sends.c.attempts).where(sends.c.id.in_(ids))
                 )
             }
-            await conn.execute(
+            conn.execute(
                 insert(send_attempts),
                 [
                     {
@@ -281,28 +266,47 @@ class Ledger:
                 ],
             )
 
-    async def mark(self, send_ids: Sequence[str], status: SendStatus, error: str | None) -> None:
-        """Set a state without an attempt (suppressed before sending, invalid, ambiguous)."""
-        if not send_ids:
-            return
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                update(sends)
-                .where(sends.c.id.in_(send_ids))
-                .values(status=status.value, last_error=error, updated_at=self._now())
-            )
+        await self._db.write(work)
 
     async def count_by_status(self) -> dict[SendStatus, int]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(select(sends.c.status, func.count()).group_by(sends.c.status))
-            return {SendStatus(status): count for status, count in rows}
+        query = select(sends.c.status, func.count()).group_by(sends.c.status)
+
+        def work(conn: Connection) -> dict[SendStatus, int]:
+            return {SendStatus(status): count for status, count in conn.execute(query)}
+
+        return await self._db.read(work)
+
+    async def count_attempts(self, outcome: SendStatus) -> int:
+        """How many attempts ended in ``outcome`` (e.g. how many sends were ambiguous)."""
+        query = select(func.count()).where(send_attempts.c.outcome == outcome.value)
+
+        def work(conn: Connection) -> int:
+            return int(conn.execute(query).scalar_one())
+
+        return await self._db.read(work)
 
     def is_stale(self, record: SendRecord, lease_seconds: float) -> bool:
         """A ``sending`` row older than a lease belongs to a worker that is gone."""
         return self._now() - record.updated_at > timedelta(seconds=lease_seconds)
 
 
-def _insert_ignoring_conflicts(conn: AsyncConnection) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(sends).on_conflict_do_nothing()
-    return sqlite.insert(sends).on_conflict_do_nothing()
+def _by_keys(
+    conn: Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], SendRecord]:
+    found: dict[tuple[str, str], SendRecord] = {}
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        rows = conn.execute(
+            select(*_RECORD_COLUMNS).where(
+                tuple_(sends.c.idempotency_key, sends.c.recipient).in_(chunk)
+            )
+        )
+        for row in rows:
+            record = _record(row)
+            found[(record.idempotency_key, record.recipient)] = record
+    return found
+
+
+def _insert_ignoring_conflicts(conn: Connection) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(sends).on_conflict_do_nothing()

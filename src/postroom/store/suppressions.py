@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from postroom.store.database import Database
 from postroom.store.schema import suppressions
 
 
@@ -31,8 +31,8 @@ class Suppression:
 class Suppressions:
     """Repository of suppressed addresses (keyed by lower-cased address)."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] | None = None):
-        self._engine = engine
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None):
+        self._db = db
         self._now = clock or (lambda: datetime.now(UTC))
 
     async def add(
@@ -46,16 +46,15 @@ class Suppressions:
             "detail": detail,
             "created_at": self._now(),
         }
-        async with self._engine.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            await conn.execute(dialect.insert(suppressions).values(values).on_conflict_do_nothing())
+        dialect = postgresql if self._db.dialect == "postgresql" else sqlite
+        statement = dialect.insert(suppressions).values(values).on_conflict_do_nothing()
+        await self._db.write(lambda conn: conn.execute(statement))
 
     async def remove(self, email: str, scope: SuppressionScope | None = None) -> int:
         query = delete(suppressions).where(suppressions.c.email == email.lower())
         if scope is not None:
             query = query.where(suppressions.c.scope == scope.value)
-        async with self._engine.begin() as conn:
-            return (await conn.execute(query)).rowcount
+        return await self._db.write(lambda conn: conn.execute(query).rowcount)
 
     async def blocked(self, emails: Iterable[str], *, marketing: bool) -> set[str]:
         """The lower-cased addresses among ``emails`` that this kind of mail must skip."""
@@ -65,17 +64,20 @@ class Suppressions:
         scopes = [SuppressionScope.ALL.value]
         if marketing:
             scopes.append(SuppressionScope.MARKETING.value)
-        blocked: set[str] = set()
-        async with self._engine.connect() as conn:
+
+        def work(conn: Connection) -> set[str]:
+            blocked: set[str] = set()
             for start in range(0, len(wanted), 500):
-                rows = await conn.execute(
+                rows = conn.execute(
                     select(suppressions.c.email).where(
                         suppressions.c.email.in_(wanted[start : start + 500]),
                         suppressions.c.scope.in_(scopes),
                     )
                 )
                 blocked.update(row.email for row in rows)
-        return blocked
+            return blocked
+
+        return await self._db.read(work)
 
     async def list(self, limit: int = 100, offset: int = 0) -> list[Suppression]:
         query = (
@@ -84,7 +86,8 @@ class Suppressions:
             .limit(limit)
             .offset(offset)
         )
-        async with self._engine.connect() as conn:
+
+        def work(conn: Connection) -> list[Suppression]:
             return [
                 Suppression(
                     email=r.email,
@@ -93,5 +96,7 @@ class Suppressions:
                     detail=r.detail,
                     created_at=r.created_at,
                 )
-                for r in await conn.execute(query)
+                for r in conn.execute(query)
             ]
+
+        return await self._db.read(work)

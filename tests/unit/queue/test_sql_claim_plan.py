@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection
+from sqlalchemy.dialects import sqlite
 
 from postroom.messages import Priority
 from postroom.queue.sql import SqlQueue, claim_select
-from postroom.store.database import create_engine
+from postroom.store.database import Database, open_database
 from postroom.store.migrate import upgrade
 
 INDEX = "ix_queue_jobs_queue_available_at"
@@ -23,51 +24,53 @@ INSERT_JOB = (
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
     url = f"sqlite:///{tmp_path / 'queue.db'}"
     upgrade(url)
-    engine = create_engine(url)
+    db = open_database(url)
     try:
-        yield engine
+        yield db
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
-async def claim_plan(engine: AsyncEngine, priority: Priority) -> str:
+async def claim_plan(db: Database, priority: Priority) -> str:
     """EXPLAIN QUERY PLAN of exactly the statement the backend runs, with its parameters."""
-    compiled = claim_select(priority).compile(dialect=engine.dialect)
+    compiled = claim_select(priority).compile(dialect=sqlite.dialect())
     assert compiled.positiontup is not None
     values = compiled.construct_params({"now": time.time(), "limit": 100})
     params = tuple(values[name] for name in compiled.positiontup)
-    async with engine.connect() as conn:
-        rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", params)
+
+    def explain(conn: Connection) -> str:
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", params)
         return "\n".join(str(row[-1]) for row in rows)
 
+    return await db.read(explain)
 
-async def fill(engine: AsyncEngine, rows: list[tuple[str, str, bytes, float, float]]) -> None:
-    async with engine.begin() as conn:
-        await conn.exec_driver_sql(INSERT_JOB, rows)
+
+async def fill(db: Database, rows: list[tuple[str, str, bytes, float, float]]) -> None:
+    await db.write(lambda conn: conn.exec_driver_sql(INSERT_JOB, rows))
 
 
 @pytest.mark.parametrize("priority", list(Priority))
-async def test_claim_uses_index_without_sorting(engine: AsyncEngine, priority: Priority) -> None:
-    plan = await claim_plan(engine, priority)
+async def test_claim_uses_index_without_sorting(db: Database, priority: Priority) -> None:
+    plan = await claim_plan(db, priority)
 
     assert f"USING INDEX {INDEX}" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
 
 
-async def test_claim_plan_holds_on_a_filled_table(engine: AsyncEngine) -> None:
+async def test_claim_plan_holds_on_a_filled_table(db: Database) -> None:
     now = time.time()
-    await fill(engine, [(f"j{i}", "marketing", b"x", now - i, now) for i in range(2_000)])
+    await fill(db, [(f"j{i}", "marketing", b"x", now - i, now) for i in range(2_000)])
 
-    plan = await claim_plan(engine, Priority.MARKETING)
+    plan = await claim_plan(db, Priority.MARKETING)
 
     assert f"USING INDEX {INDEX}" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
 
 
-async def test_claims_in_order_from_a_large_backlog(engine: AsyncEngine) -> None:
+async def test_claims_in_order_from_a_large_backlog(db: Database) -> None:
     now = time.time()
     backlog = 100_000
     # Inserted in shuffled order, so rowid order differs from availability order.
@@ -82,8 +85,8 @@ async def test_claims_in_order_from_a_large_backlog(engine: AsyncEngine) -> None
         ("c-later", "critical", b"c", now + 3_600, now),  # a retry waiting for its delay
         ("t0", "transactional", b"t", now - 10, now),
     ]
-    await fill(engine, marketing + urgent)
-    queue = SqlQueue(engine)
+    await fill(db, marketing + urgent)
+    queue = SqlQueue(db)
 
     first = await queue.receive(6, lease_seconds=60)
     assert [d.id for d in first] == ["c1", "c2", "t0", "t1", "m000000", "m000001"]

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql
 from postroom.messages import Priority
 from postroom.queue.base import OutgoingMessage
 from postroom.queue.sql import SqlQueue, claim_select
-from postroom.store.database import create_engine
+from postroom.store.database import open_database
 from postroom.store.migrate import upgrade
 
 
@@ -32,11 +32,11 @@ def clock() -> FakeClock:
 async def queue(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqlQueue]:
     url = f"sqlite:///{tmp_path / 'queue.db'}"
     upgrade(url)
-    engine = create_engine(url)
+    db = open_database(url)
     try:
-        yield SqlQueue(engine, max_deliveries=2, clock=clock)
+        yield SqlQueue(db, max_deliveries=2, clock=clock)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 async def test_release_undoes_the_hand_out(queue: SqlQueue) -> None:

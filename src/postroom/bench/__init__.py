@@ -1,0 +1,1 @@
+"""Benchmarks behind ``postroom bench``: they print the figures the README quotes."""

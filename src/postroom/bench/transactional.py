@@ -1,0 +1,148 @@
+"""Transactional latency: enqueue → provider hand-over at a fixed rate.
+
+A producer (this process) submits one email per call at the requested rate, the way API
+requests arrive; a worker in a second process sends them through the configured provider
+(the outbox by default), wrapped so that it notes when each message is handed over. Both use
+one SQLite database, as the embedded default does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event as ProcessEvent
+from pathlib import Path
+
+from postroom.config import Settings
+from postroom.messages import RenderedEmail, parse_event
+from postroom.providers.base import Provider, SendResult
+from postroom.submission import submit
+from postroom.wiring import build_provider, build_worker, open_postroom, prepare_database
+
+STAMP = "bench_enqueued_at"
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    rate: float
+    achieved_rate: float
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"target rate      {self.rate:,.0f} emails/s",
+            f"achieved rate    {self.achieved_rate:,.0f} emails/s ({self.count:,} emails)",
+            f"enqueue→provider p50 {self.p50_ms:.1f} ms  p90 {self.p90_ms:.1f} ms  "
+            f"p99 {self.p99_ms:.1f} ms  max {self.max_ms:.1f} ms",
+        ]
+
+
+class StampedProvider:
+    """Wraps a provider and notes, per message, seconds since its enqueue stamp."""
+
+    def __init__(self, inner: Provider, sink: Path) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.max_batch_size = inner.max_batch_size
+        self.sink = sink
+        self.latencies: list[float] = []
+
+    async def send(self, batch: Sequence[RenderedEmail]) -> list[SendResult]:
+        now = time.time()
+        self.latencies.extend(now - float(e.metadata[STAMP]) for e in batch if STAMP in e.metadata)
+        return await self.inner.send(batch)
+
+    async def close(self) -> None:
+        self.sink.write_text("\n".join(f"{x:.6f}" for x in self.latencies))
+        await self.inner.close()
+
+
+def _worker_main(settings: Settings, sink: Path, ready: ProcessEvent, stop: ProcessEvent) -> None:
+    async def main() -> None:
+        postroom = await open_postroom(
+            settings, provider=StampedProvider(build_provider(settings), sink)
+        )
+        stopping = asyncio.Event()
+        task = asyncio.create_task(build_worker(postroom).run(stopping))
+        ready.set()
+        await asyncio.to_thread(stop.wait)  # a process event: wait for it off the loop
+        stopping.set()
+        await task
+        await postroom.close()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main())
+
+
+async def _produce(settings: Settings, rate: float, duration: float) -> tuple[int, float]:
+    postroom = await open_postroom(settings)
+    try:
+        total = int(rate * duration)
+        started = time.perf_counter()
+        for n in range(total):
+            due = started + n / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            event = parse_event(
+                {
+                    "email_type": "sign_in_link",
+                    "recipient_email": f"bench{n}@example.com",
+                    "template_data": {
+                        "sign_in_url": f"https://platform.example/login/{n}",
+                        "expires_minutes": 15,
+                    },
+                    "metadata": {STAMP: f"{time.time():.6f}"},
+                },
+                max_bytes=settings.max_document_bytes,
+            )
+            await submit(postroom, [event])
+        return total, time.perf_counter() - started
+    finally:
+        await postroom.close()
+
+
+def run_transactional(rate: float, duration: float, data_dir: Path | None = None) -> LatencyReport:
+    with tempfile.TemporaryDirectory(prefix="postroom-bench-") as scratch:
+        base = data_dir or Path(scratch)
+        settings = Settings(data_dir=base, secret_key="bench-" * 6, api_keys=["bench"])
+        asyncio.run(prepare_database(settings))
+        sink = base / "latencies.txt"
+        context = multiprocessing.get_context("spawn")
+        ready, stop = context.Event(), context.Event()
+        worker = context.Process(target=_worker_main, args=(settings, sink, ready, stop))
+        worker.start()
+        try:
+            if not ready.wait(60):
+                raise RuntimeError("the benchmark worker did not start")
+            count, elapsed = asyncio.run(_produce(settings, rate, duration))
+            time.sleep(1.0)  # let the last messages go out
+        finally:
+            stop.set()
+            worker.join(60)
+        latencies = sorted(float(x) * 1000 for x in sink.read_text().split())
+    if len(latencies) < count:
+        raise RuntimeError(f"only {len(latencies)} of {count} emails reached the provider")
+    cuts = statistics.quantiles(latencies, n=100)
+    return LatencyReport(
+        rate=rate,
+        achieved_rate=count / elapsed,
+        count=count,
+        p50_ms=cuts[49],
+        p90_ms=cuts[89],
+        p99_ms=cuts[98],
+        max_ms=latencies[-1],
+    )
