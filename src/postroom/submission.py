@@ -14,7 +14,8 @@ from ulid import ULID
 
 from postroom.messages import EmailEvent, Priority
 from postroom.queue.base import OutgoingMessage
-from postroom.store.ledger import NewSend, SendStatus
+from postroom.queue.sql import SqlQueue
+from postroom.store.ledger import NewSend, SendRecord, SendStatus
 from postroom.wiring import Postroom
 
 
@@ -58,14 +59,30 @@ async def submit(postroom: Postroom, events: Sequence[EmailEvent]) -> list[Accep
         )
         for e in keyed
     ]
-    rows = await postroom.ledger.create_many(new, refuse_conflicts=True)
-    to_publish = [
-        OutgoingMessage(id=record.id, priority=Priority(record.priority), body=send.document)
-        for send, (record, _created) in zip(new, rows, strict=True)
-        if record.status is SendStatus.QUEUED
-    ]
-    if to_publish:
-        await postroom.queue.enqueue(to_publish)
+
+    def publishable(rows: list[tuple[SendRecord, bool]]) -> list[OutgoingMessage]:
+        # Rows come back in the order of ``new``, and conflicts were refused, so each row's
+        # document is the one we hold. A row still ``queued`` that we did not create may have
+        # missed its enqueue (a failure after an earlier commit): publishing it again is safe,
+        # the SQL queue deduplicates and workers check the ledger.
+        return [
+            OutgoingMessage(id=record.id, priority=Priority(record.priority), body=send.document)
+            for send, (record, _created) in zip(new, rows, strict=True)
+            if record.status is SendStatus.QUEUED
+        ]
+
+    queue = postroom.queue
+    if isinstance(queue, SqlQueue) and queue.shares(postroom.db):
+        # Same database: ledger rows and queue jobs commit together, nothing in between.
+        rows = await postroom.ledger.create_many(
+            new,
+            refuse_conflicts=True,
+            then=lambda conn, rows: queue.enqueue_within(conn, publishable(rows)),
+        )
+    else:
+        rows = await postroom.ledger.create_many(new, refuse_conflicts=True)
+        await queue.enqueue(publishable(rows))
+    if any(record.status is SendStatus.QUEUED for record, _ in rows):
         postroom.wake_workers()
     return [
         Accepted(

@@ -7,6 +7,7 @@ what would have been sent. Writing is idempotent on ``send_id`` so a resend is a
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import logging
 import os
@@ -157,6 +158,9 @@ class _IndexWriter:
         try:
             if self.fd is None:
                 self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+                # Held until close: while another batch (thread or process) is appending,
+                # the tail check below could see its line half written and tear it apart.
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
                 size = os.fstat(self.fd).st_size
                 if size and os.pread(self.fd, 1, size - 1) != b"\n":
                     line = b"\n" + line  # a crash tore the last line: do not glue ours onto it

@@ -157,11 +157,21 @@ class SqlQueue:
         self._clock = clock
 
     async def enqueue(self, messages: Sequence[OutgoingMessage]) -> None:
-        if not messages:
-            return
-        now = self._clock()
-        rows = [_job(m.id, m.priority.value, m.body, now) for m in messages]
-        await self._db.write(lambda conn: conn.execute(self._sql.enqueue, rows))
+        if messages:
+            await self._db.write(lambda conn: self.enqueue_within(conn, messages))
+
+    def enqueue_within(self, conn: Connection, messages: Sequence[OutgoingMessage]) -> None:
+        """Enqueue inside a transaction the caller runs on the same database, so that the
+        caller's rows (the ledger's) and the jobs commit or roll back together."""
+        if messages:
+            now = self._clock()
+            rows = [_job(m.id, m.priority.value, m.body, now) for m in messages]
+            conn.execute(self._sql.enqueue, rows)
+
+    def shares(self, db: Database) -> bool:
+        """Whether this queue lives in ``db``, so :meth:`enqueue_within` can join its
+        transactions."""
+        return db is self._db
 
     async def receive(self, max_messages: int, lease_seconds: float) -> list[Delivery]:
         now = self._clock()

@@ -12,7 +12,18 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    String,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from postroom.errors import IdempotencyConflictError
@@ -111,6 +122,29 @@ _BEGIN_SENDING = (
 )
 
 
+# Statements are built once: building one costs more than running it on SQLite.
+_BY_KEYS = select(*_RECORD_COLUMNS).where(
+    tuple_(sends.c.idempotency_key, sends.c.recipient).in_(bindparam("keys", expanding=True))
+)
+_BY_ID = select(*_RECORD_COLUMNS).where(sends.c.id == bindparam("id"))
+_ATTEMPT_NUMBERS = select(sends.c.id, sends.c.attempts).where(
+    sends.c.id.in_(bindparam("ids", expanding=True))
+)
+_SET_OUTCOME = (
+    update(sends)
+    .where(sends.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        updated_at=bindparam("b_now"),
+        last_error=bindparam("b_error"),
+        provider=func.coalesce(bindparam("b_provider", type_=String), sends.c.provider),
+    )
+)
+_SET_SENT = _SET_OUTCOME.values(
+    sent_at=bindparam("b_now"), provider_message_id=bindparam("b_provider_message_id")
+)
+
+
 def _record(row: Row[Any]) -> SendRecord:
     m = row._mapping
     return SendRecord(
@@ -127,14 +161,19 @@ class Ledger:
         self._now = clock or (lambda: datetime.now(UTC))
 
     async def create_many(
-        self, new: Sequence[NewSend], *, refuse_conflicts: bool = False
+        self,
+        new: Sequence[NewSend],
+        *,
+        refuse_conflicts: bool = False,
+        then: Callable[[Connection, list[tuple[SendRecord, bool]]], None] | None = None,
     ) -> list[tuple[SendRecord, bool]]:
         """Insert rows that do not exist yet; return each row with whether it was created.
 
         The result follows the order of ``new``; an existing row for the same
         (idempotency key, recipient) is returned as it is. With ``refuse_conflicts``, an
         existing row with different content raises :class:`IdempotencyConflictError` and
-        nothing of the batch is written.
+        nothing of the batch is written. ``then`` runs in the same transaction with the
+        result (the submission service enqueues there when the queue shares the database).
         """
         if not new:
             return []
@@ -165,13 +204,16 @@ class Ledger:
                     if record.content_hash != n.content_hash:
                         # Raising inside the transaction rolls back this batch's inserts.
                         raise IdempotencyConflictError(n.idempotency_key, record.id)
-            return [(record, record.id == n.id) for record, n in result]
+            rows = [(record, record.id == n.id) for record, n in result]
+            if then is not None:
+                then(conn, rows)
+            return rows
 
         return await self._db.write(work)
 
     async def get(self, send_id: str) -> SendRecord | None:
         def work(conn: Connection) -> SendRecord | None:
-            row = conn.execute(select(*_RECORD_COLUMNS).where(sends.c.id == send_id)).first()
+            row = conn.execute(_BY_ID, {"id": send_id}).first()
             return _record(row) if row else None
 
         return await self._db.read(work)
@@ -232,23 +274,15 @@ class Ledger:
         now = self._now()
 
         def work(conn: Connection) -> None:
-            for o in outcomes:
-                values: dict[str, Any] = {
-                    "status": o.status.value,
-                    "updated_at": now,
-                    "last_error": o.error,
-                }
-                if o.status is SendStatus.SENT:
-                    values.update(sent_at=now, provider_message_id=o.provider_message_id)
-                if o.provider:
-                    values["provider"] = o.provider
-                conn.execute(update(sends).where(sends.c.id == o.send_id).values(values))
+            for statement, group in (
+                (_SET_SENT, [o for o in outcomes if o.status is SendStatus.SENT]),
+                (_SET_OUTCOME, [o for o in outcomes if o.status is not SendStatus.SENT]),
+            ):
+                if group:
+                    conn.execute(statement, [_outcome_params(o, now) for o in group])
             ids = [o.send_id for o in outcomes]
             attempts = {
-                row.id: row.attempts
-                for row in conn.execute(
-                    select(sends.c.id, sends.c.attempts).where(sends.c.id.in_(ids))
-                )
+                row.id: row.attempts for row in conn.execute(_ATTEMPT_NUMBERS, {"ids": ids})
             }
             conn.execute(
                 insert(send_attempts),
@@ -295,16 +329,21 @@ def _by_keys(
 ) -> dict[tuple[str, str], SendRecord]:
     found: dict[tuple[str, str], SendRecord] = {}
     for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        rows = conn.execute(
-            select(*_RECORD_COLUMNS).where(
-                tuple_(sends.c.idempotency_key, sends.c.recipient).in_(chunk)
-            )
-        )
-        for row in rows:
+        for row in conn.execute(_BY_KEYS, {"keys": list(keys[start : start + _CHUNK])}):
             record = _record(row)
             found[(record.idempotency_key, record.recipient)] = record
     return found
+
+
+def _outcome_params(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": outcome.send_id,
+        "b_status": outcome.status.value,
+        "b_now": now,
+        "b_error": outcome.error,
+        "b_provider": outcome.provider,
+        "b_provider_message_id": outcome.provider_message_id,
+    }
 
 
 def _insert_ignoring_conflicts(conn: Connection) -> Any:
