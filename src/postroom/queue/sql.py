@@ -218,47 +218,65 @@ class SqlQueue:
         conn.execute(_DELETE_JOBS, {"ids": [row.id for row in rows]})
 
     async def ack(self, deliveries: Sequence[Delivery]) -> int:
+        if not deliveries:
+            return 0
+        return await self._db.write(lambda conn: self.ack_within(conn, deliveries))
+
+    async def retry(self, delivery: Delivery, delay_seconds: float, error: str) -> bool:
+        return await self._db.write(
+            lambda conn: self.retry_within(conn, delivery, delay_seconds, error)
+        )
+
+    async def release(self, delivery: Delivery, delay_seconds: float = 0.0) -> bool:
+        return await self._db.write(lambda conn: self.release_within(conn, delivery, delay_seconds))
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        return await self._db.write(lambda conn: self.dead_letter_within(conn, delivery, reason))
+
+    # The ``*_within`` forms run inside a transaction the caller holds on the same database
+    # (see :meth:`shares`), so that the ledger's outcome and the queue's settlement commit
+    # together: no window in which a sent message is still leased, or the reverse.
+
+    def ack_within(self, conn: Connection, deliveries: Sequence[Delivery]) -> int:
         ids_by_receipt: dict[str, list[str]] = defaultdict(list)
         for delivery in deliveries:
             ids_by_receipt[delivery.receipt].append(delivery.id)
-        if not ids_by_receipt:
-            return 0
+        return sum(
+            conn.execute(_ACK, {"held_receipt": receipt, "ids": chunk}).rowcount
+            for receipt, ids in ids_by_receipt.items()
+            for chunk in _chunks(ids)
+        )
 
-        def remove(conn: Connection) -> int:
-            return sum(
-                conn.execute(_ACK, {"held_receipt": receipt, "ids": chunk}).rowcount
-                for receipt, ids in ids_by_receipt.items()
-                for chunk in _chunks(ids)
-            )
+    def retry_within(
+        self, conn: Connection, delivery: Delivery, delay_seconds: float, error: str
+    ) -> bool:
+        return self._give_back(conn, _RETRY, delivery, delay_seconds, error=error)
 
-        return await self._db.write(remove)
+    def release_within(
+        self, conn: Connection, delivery: Delivery, delay_seconds: float = 0.0
+    ) -> bool:
+        return self._give_back(conn, _RELEASE, delivery, delay_seconds)
 
-    async def retry(self, delivery: Delivery, delay_seconds: float, error: str) -> bool:
-        return await self._give_back(_RETRY, delivery, delay_seconds, error=error)
-
-    async def release(self, delivery: Delivery, delay_seconds: float = 0.0) -> bool:
-        return await self._give_back(_RELEASE, delivery, delay_seconds)
-
-    async def _give_back(
-        self, statement: Update, delivery: Delivery, delay_seconds: float, **params: Any
+    def _give_back(
+        self,
+        conn: Connection,
+        statement: Update,
+        delivery: Delivery,
+        delay_seconds: float,
+        **params: Any,
     ) -> bool:
         params |= _held(delivery) | {"until": self._clock() + delay_seconds}
-        rowcount = await self._db.write(lambda conn: conn.execute(statement, params).rowcount)
-        return rowcount == 1
+        return bool(conn.execute(statement, params).rowcount == 1)
 
-    async def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+    def dead_letter_within(self, conn: Connection, delivery: Delivery, reason: str) -> bool:
         dead_at = datetime.fromtimestamp(self._clock(), UTC)
         letter = _letter(
             delivery.id, delivery.priority.value, delivery.body, delivery.attempt, dead_at
         ) | {"reason": reason}
-
-        def bury(conn: Connection) -> bool:
-            if conn.execute(_DELETE_HELD, _held(delivery)).rowcount != 1:
-                return False
-            conn.execute(self._sql.dead_letter, [letter])
-            return True
-
-        return await self._db.write(bury)
+        if conn.execute(_DELETE_HELD, _held(delivery)).rowcount != 1:
+            return False
+        conn.execute(self._sql.dead_letter, [letter])
+        return True
 
     async def dlq_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         params = {"limit": limit, "offset": offset}

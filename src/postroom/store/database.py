@@ -30,12 +30,15 @@ from sqlalchemy.pool import StaticPool
 from postroom.errors import ConfigurationError
 
 T = TypeVar("T")
-Work = Callable[[Connection], T]
+Transaction = Connection
+"""A connection inside a transaction: what work functions receive (so callers outside the
+store need not import SQLAlchemy to name it)."""
+Work = Callable[[Transaction], T]
 
 _READ_ONLY = "postroom_read_only"
 _LOCK_TIMEOUT = 30.0
 _FIRST_RETRY = 0.0002
-_MAX_RETRY = 0.01
+_MAX_RETRY = 0.002
 
 
 def _is_lock_error(exc: OperationalError) -> bool:

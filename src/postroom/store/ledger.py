@@ -16,7 +16,6 @@ from sqlalchemy import (
     Connection,
     Row,
     String,
-    and_,
     bindparam,
     func,
     insert,
@@ -109,16 +108,25 @@ class Outcome:
 _RECORD_COLUMNS = [c for c in sends.c if c.name != "document"]
 _CHUNK = 400  # rows per IN list: well under SQLite's bound-parameter limit
 
+# One statement moves the whole batch; RETURNING says which rows it won.
 _BEGIN_SENDING = (
     update(sends)
-    .where(and_(sends.c.id == bindparam("b_id"), sends.c.status.in_([s.value for s in SENDABLE])))
+    .where(
+        sends.c.id.in_(bindparam("b_ids", expanding=True)),
+        sends.c.status.in_([s.value for s in SENDABLE]),
+    )
     .values(
         status=SendStatus.SENDING.value,
         attempts=sends.c.attempts + 1,
-        message_id=bindparam("b_message_id"),
         provider=bindparam("b_provider"),
         updated_at=bindparam("b_now"),
     )
+    .returning(sends.c.id)
+)
+_SET_MESSAGE_ID = (
+    update(sends)
+    .where(sends.c.id == bindparam("b_id"))
+    .values(message_id=bindparam("b_message_id"))
 )
 
 
@@ -197,7 +205,7 @@ class Ledger:
 
         def work(conn: Connection) -> list[tuple[SendRecord, bool]]:
             conn.execute(_insert_ignoring_conflicts(conn), values)
-            found = _by_keys(conn, [(n.idempotency_key, n.recipient) for n in new])
+            found = _by_keys(conn, _keys(new))
             result = [(found[(n.idempotency_key, n.recipient)], n) for n in new]
             if refuse_conflicts:
                 for record, n in result:
@@ -210,6 +218,15 @@ class Ledger:
             return rows
 
         return await self._db.write(work)
+
+    async def find_or_create(self, new: Sequence[NewSend]) -> list[tuple[SendRecord, bool]]:
+        """Like :meth:`create_many`, but looks first without the write lock: a worker binding
+        messages that the API recorded finds every row and writes nothing."""
+        keys = _keys(new)
+        found = await self._db.read(lambda conn: _by_keys(conn, keys))
+        if len(found) == len(set(keys)):
+            return [(found[key], False) for key in keys]
+        return await self.create_many(new)
 
     async def get(self, send_id: str) -> SendRecord | None:
         def work(conn: Connection) -> SendRecord | None:
@@ -248,32 +265,47 @@ class Ledger:
         """
         now = self._now()
 
+        message_ids = dict(claims)
+
         def work(conn: Connection) -> set[str]:
             moved: set[str] = set()
-            for send_id, message_id in claims:
-                result = conn.execute(
-                    _BEGIN_SENDING,
-                    {
-                        "b_id": send_id,
-                        "b_message_id": message_id,
-                        "b_provider": provider,
-                        "b_now": now,
-                    },
+            ids = list(message_ids)
+            for start in range(0, len(ids), _CHUNK):
+                params = {
+                    "b_ids": ids[start : start + _CHUNK],
+                    "b_provider": provider,
+                    "b_now": now,
+                }
+                moved.update(conn.execute(_BEGIN_SENDING, params).scalars())
+            if moved:
+                conn.execute(
+                    _SET_MESSAGE_ID,
+                    [{"b_id": i, "b_message_id": message_ids[i]} for i in moved],
                 )
-                if result.rowcount:
-                    moved.add(send_id)
             return moved
 
         return await self._db.write(work)
 
-    async def record(self, outcomes: Iterable[Outcome]) -> None:
-        """Write the outcome of each attempt and its audit row, in one transaction."""
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    async def record(
+        self, outcomes: Iterable[Outcome], *, then: Callable[[Connection], None] | None = None
+    ) -> None:
+        """Write the outcome of each attempt and its audit row, in one transaction; ``then``
+        runs in the same transaction (the worker settles its queue messages there when the
+        queue shares the database)."""
         outcomes = list(outcomes)
-        if not outcomes:
+        if not outcomes and then is None:
             return
         now = self._now()
 
         def work(conn: Connection) -> None:
+            if then is not None:
+                then(conn)
+            if not outcomes:
+                return
             for statement, group in (
                 (_SET_SENT, [o for o in outcomes if o.status is SendStatus.SENT]),
                 (_SET_OUTCOME, [o for o in outcomes if o.status is not SendStatus.SENT]),
@@ -333,6 +365,10 @@ def _by_keys(
             record = _record(row)
             found[(record.idempotency_key, record.recipient)] = record
     return found
+
+
+def _keys(new: Sequence[NewSend]) -> list[tuple[str, str]]:
+    return [(n.idempotency_key, n.recipient) for n in new]
 
 
 def _outcome_params(outcome: Outcome, now: datetime) -> dict[str, Any]:

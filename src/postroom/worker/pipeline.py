@@ -23,8 +23,10 @@ from postroom.errors import (
 from postroom.messages import EmailEvent, Priority, RenderedEmail, parse_event
 from postroom.providers.base import Provider, SendResult
 from postroom.queue.base import Delivery, QueueBackend
+from postroom.queue.sql import SqlQueue
 from postroom.rendering.registry import EmailType, TemplateRegistry
 from postroom.rendering.renderer import Renderer
+from postroom.store.database import Transaction
 from postroom.store.ledger import FINAL, Ledger, NewSend, Outcome, SendRecord, SendStatus
 from postroom.store.suppressions import Suppressions, SuppressionScope
 from postroom.worker.handover import HandOver
@@ -132,7 +134,7 @@ class DeliveryPipeline:
 
     async def _bind(self, items: list[Item], s: Settlement) -> list[Item]:
         """Find or create each message's ledger row and keep those that still need sending."""
-        rows = await self.ledger.create_many(
+        rows = await self.ledger.find_or_create(
             [
                 NewSend(
                     id=str(ULID()),
@@ -289,10 +291,31 @@ class DeliveryPipeline:
         s.retry.append((item.delivery, delay, str(error)))
 
     async def _settle(self, s: Settlement) -> None:
-        """Commit the ledger first; a crash after it only causes a redelivery we ack."""
-        await self.ledger.record(s.outcomes)
+        """Commit the ledger first; a crash after it only causes a redelivery we ack. When
+        the queue lives in the same database, both commit in one transaction."""
+        for delivery, reason in s.dead:
+            self.stats.dead_lettered += 1
+            log.warning("dead-lettered message %s: %s", delivery.id, reason)
+        queue = self.queue
+        if isinstance(queue, SqlQueue) and queue.shares(self.ledger.db):
+
+            def settle(conn: Transaction) -> None:
+                queue.ack_within(conn, s.ack)
+                for delivery, delay, error in s.retry:
+                    queue.retry_within(conn, delivery, delay, error)
+                for delivery, delay in s.release:
+                    queue.release_within(conn, delivery, delay)
+                for delivery, reason in s.dead:
+                    queue.dead_letter_within(conn, delivery, reason)
+
+            await self.ledger.record(s.outcomes, then=settle)
+        else:
+            await self.ledger.record(s.outcomes)
+            await self._settle_with_queue(s)
         for email, detail in s.suppress:
             await self.suppressions.add(email, SuppressionScope.ALL, "invalid_address", detail)
+
+    async def _settle_with_queue(self, s: Settlement) -> None:
         if s.ack:
             await self.queue.ack(s.ack)
         for delivery, delay, error in s.retry:
@@ -300,6 +323,4 @@ class DeliveryPipeline:
         for delivery, delay in s.release:
             await self.queue.release(delivery, delay)
         for delivery, reason in s.dead:
-            self.stats.dead_lettered += 1
-            log.warning("dead-lettered message %s: %s", delivery.id, reason)
             await self.queue.dead_letter(delivery, reason)
