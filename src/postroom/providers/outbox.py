@@ -29,6 +29,8 @@ from postroom.providers.mime import build_mime
 __all__ = ["INDEX_NAME", "OutboxProvider", "read_index"]
 
 INDEX_NAME = "index.jsonl"
+RESEND_INDEX_WINDOW = 10_000
+"""How many of the newest index lines a resend looks through for its own line."""
 _log = logging.getLogger("postroom.providers.outbox")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
 
@@ -85,6 +87,7 @@ class OutboxProvider:
         results: list[SendResult] = []
         touched: set[Path] = set()
         index = _IndexWriter(self.directory / INDEX_NAME)
+        recent: set[str] | None = None  # send ids of recent index lines, read on first need
         try:
             for email in batch:
                 error: PermanentProviderError | TransientProviderError
@@ -99,10 +102,12 @@ class OutboxProvider:
                     error = TransientProviderError(f"outbox write failed: {exc}", code=exc.strerror)
                     results.append(SendResult(email.send_id, error=error))
                     continue
-                if written:
-                    # Straight after the link, not once per batch: a worker killed mid-batch
-                    # then leaves at most one file without its line, and a resend of the
-                    # others (which finds their files) cannot add the missing lines later.
+                if not written and recent is None:
+                    recent = _recent_send_ids(self.directory)
+                if written or (recent is not None and email.send_id not in recent):
+                    # Straight after the link, not once per batch, so a worker killed mid-batch
+                    # leaves at most one file without its line; the resend that follows finds
+                    # the file, sees the line missing, and adds it.
                     index.append(_index_line(email, relative))
                 results.append(SendResult(email.send_id, provider_message_id=relative))
         finally:
@@ -202,6 +207,12 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _recent_send_ids(directory: Path) -> set[str]:
+    """Send ids of the newest index lines. Only a resend (rare: it follows an ambiguous
+    outcome) pays for this, to add the line a worker killed after the link never wrote."""
+    return {str(entry.get("send_id")) for entry in read_index(directory, RESEND_INDEX_WINDOW)}
 
 
 def read_index(directory: Path, limit: int = 100) -> list[dict[str, Any]]:

@@ -170,3 +170,20 @@ async def test_read_index_spans_blocks_and_skips_a_torn_line(tmp_path: Path) -> 
     assert [entry["send_id"] for entry in entries] == [f"S{n:05d}" for n in reversed(range(1500))]
     await OutboxProvider(tmp_path).send([make_email("AFTER")])
     assert read_index(tmp_path, 2)[0]["send_id"] == "AFTER"
+
+
+async def test_resend_restores_an_index_line_lost_to_a_crash(tmp_path: Path) -> None:
+    # A worker killed between linking the file and appending its line leaves the file
+    # unindexed; the (ambiguous) resend that follows must add the line, exactly once.
+    outbox = OutboxProvider(tmp_path)
+    await outbox.send([make_email("01HZX0KEEP"), make_email("01HZX0LOST")])
+    lines = (tmp_path / INDEX_NAME).read_bytes().splitlines(keepends=True)
+    (tmp_path / INDEX_NAME).write_bytes(b"".join(line for line in lines if b"0LOST" not in line))
+    assert [e["send_id"] for e in index_lines(tmp_path)] == ["01HZX0KEEP"]
+
+    [result] = await outbox.send([make_email("01HZX0LOST")])
+    await outbox.send([make_email("01HZX0LOST"), make_email("01HZX0KEEP")])
+
+    assert result.ok
+    assert sorted(e["send_id"] for e in index_lines(tmp_path)) == ["01HZX0KEEP", "01HZX0LOST"]
+    assert len(eml_files(tmp_path)) == 2
