@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 import postroom
 from postroom.api import emails
@@ -61,7 +60,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         """The database and the queue answer."""
         pr: Postroom = request.app.state.postroom
         try:
-            await pr.db.read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+            await pr.db.ping()
             depth = await pr.queue.depth()
         except Exception as exc:
             return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)

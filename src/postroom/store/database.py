@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -88,6 +88,10 @@ class Database:
 
     async def dispose(self) -> None:
         raise NotImplementedError
+
+    async def ping(self) -> None:
+        """Raise if the database does not answer."""
+        await self.read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
 
 
 class SqliteDatabase(Database):
