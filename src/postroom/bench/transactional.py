@@ -21,6 +21,7 @@ from pathlib import Path
 from postroom.config import Settings
 from postroom.messages import RenderedEmail, parse_event
 from postroom.providers.base import Provider, SendResult
+from postroom.store.ledger import SendStatus
 from postroom.submission import submit
 from postroom.wiring import build_provider, build_worker, open_postroom, prepare_database
 
@@ -115,6 +116,20 @@ async def _produce(settings: Settings, rate: float, duration: float) -> tuple[in
         await postroom.close()
 
 
+async def _wait_until_sent(settings: Settings, count: int, patience: float) -> bool:
+    """Wait for the worker to catch up; a worker slower than the rate shows up as latency."""
+    postroom = await open_postroom(settings)
+    try:
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            if (await postroom.ledger.count_by_status()).get(SendStatus.SENT, 0) >= count:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+    finally:
+        await postroom.close()
+
+
 def run_transactional(rate: float, duration: float, data_dir: Path | None = None) -> LatencyReport:
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as scratch:
         base = data_dir or Path(scratch)
@@ -129,12 +144,12 @@ def run_transactional(rate: float, duration: float, data_dir: Path | None = None
             if not ready.wait(60):
                 raise RuntimeError("the benchmark worker did not start")
             count, elapsed = asyncio.run(_produce(settings, rate, duration))
-            time.sleep(1.0)  # let the last messages go out
+            drained = asyncio.run(_wait_until_sent(settings, count, patience=120.0))
         finally:
             stop.set()
             worker.join(60)
         latencies = sorted(float(x) * 1000 for x in sink.read_text().split())
-    if len(latencies) < count:
+    if len(latencies) < count or not drained:
         raise RuntimeError(f"only {len(latencies)} of {count} emails reached the provider")
     cuts = statistics.quantiles(latencies, n=100)
     return LatencyReport(
