@@ -87,6 +87,10 @@ class Worker:
         try:
             await self.handle(deliveries)
         except asyncio.CancelledError:
+            # Shutdown ran out of grace: hand the messages back now rather than at lease end.
+            # A message whose provider call was under way stays ``sending`` in the ledger,
+            # and its next delivery treats it as ambiguous once the lease has passed.
+            await asyncio.shield(self._release(deliveries))
             raise
         except Exception:
             # Leases bring these messages back; the ledger decides what a redelivery means.
