@@ -30,6 +30,7 @@ STAMP = "bench_enqueued_at"
 
 @dataclass(frozen=True)
 class LatencyReport:
+    sink: str
     rate: float
     achieved_rate: float
     count: int
@@ -40,6 +41,7 @@ class LatencyReport:
 
     def lines(self) -> list[str]:
         return [
+            f"provider         {self.sink}",
             f"target rate      {self.rate:,.0f} emails/s",
             f"achieved rate    {self.achieved_rate:,.0f} emails/s ({self.count:,} emails)",
             f"enqueue→provider p50 {self.p50_ms:.1f} ms  p90 {self.p90_ms:.1f} ms  "
@@ -48,30 +50,36 @@ class LatencyReport:
 
 
 class StampedProvider:
-    """Wraps a provider and notes, per message, seconds since its enqueue stamp."""
+    """Wraps a provider and notes, per message, seconds since its enqueue stamp. Without an
+    inner provider it accepts every message at once: a local ESP that answers instantly,
+    which leaves Postroom's own cost and no disk or network."""
 
-    def __init__(self, inner: Provider, sink: Path) -> None:
+    def __init__(self, inner: Provider | None, sink: Path) -> None:
         self.inner = inner
-        self.name = inner.name
-        self.max_batch_size = inner.max_batch_size
+        self.name = inner.name if inner else "memory"
+        self.max_batch_size = inner.max_batch_size if inner else 1000
         self.sink = sink
         self.latencies: list[float] = []
 
     async def send(self, batch: Sequence[RenderedEmail]) -> list[SendResult]:
         now = time.time()
         self.latencies.extend(now - float(e.metadata[STAMP]) for e in batch if STAMP in e.metadata)
+        if self.inner is None:
+            return [SendResult(e.send_id, provider_message_id=e.send_id) for e in batch]
         return await self.inner.send(batch)
 
     async def close(self) -> None:
         self.sink.write_text("\n".join(f"{x:.6f}" for x in self.latencies))
-        await self.inner.close()
+        if self.inner is not None:
+            await self.inner.close()
 
 
-def _worker_main(settings: Settings, sink: Path, ready: ProcessEvent, stop: ProcessEvent) -> None:
+def _worker_main(
+    settings: Settings, sink: Path, memory: bool, ready: ProcessEvent, stop: ProcessEvent
+) -> None:
     async def main() -> None:
-        postroom = await open_postroom(
-            settings, provider=StampedProvider(build_provider(settings), sink)
-        )
+        inner = None if memory else build_provider(settings)
+        postroom = await open_postroom(settings, provider=StampedProvider(inner, sink))
         stopping = asyncio.Event()
         task = asyncio.create_task(build_worker(postroom).run(stopping))
         ready.set()
@@ -130,15 +138,19 @@ async def _wait_until_sent(settings: Settings, count: int, patience: float) -> b
         await postroom.close()
 
 
-def run_transactional(rate: float, duration: float, data_dir: Path | None = None) -> LatencyReport:
+def run_transactional(
+    rate: float, duration: float, *, sink: str = "outbox", data_dir: Path | None = None
+) -> LatencyReport:
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as scratch:
         base = data_dir or Path(scratch)
         settings = Settings(data_dir=base, secret_key="bench-" * 6, api_keys=["bench"])
         asyncio.run(prepare_database(settings))
-        sink = base / "latencies.txt"
+        latency_file = base / "latencies.txt"
         context = multiprocessing.get_context("spawn")
         ready, stop = context.Event(), context.Event()
-        worker = context.Process(target=_worker_main, args=(settings, sink, ready, stop))
+        worker = context.Process(
+            target=_worker_main, args=(settings, latency_file, sink == "memory", ready, stop)
+        )
         worker.start()
         try:
             if not ready.wait(60):
@@ -148,11 +160,12 @@ def run_transactional(rate: float, duration: float, data_dir: Path | None = None
         finally:
             stop.set()
             worker.join(60)
-        latencies = sorted(float(x) * 1000 for x in sink.read_text().split())
+        latencies = sorted(float(x) * 1000 for x in latency_file.read_text().split())
     if len(latencies) < count or not drained:
         raise RuntimeError(f"only {len(latencies)} of {count} emails reached the provider")
     cuts = statistics.quantiles(latencies, n=100)
     return LatencyReport(
+        sink=sink,
         rate=rate,
         achieved_rate=count / elapsed,
         count=count,
