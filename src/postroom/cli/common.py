@@ -4,31 +4,64 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+import tomllib
 from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
 from postroom.config import Settings, load_settings
 from postroom.errors import PostroomError
-from postroom.wiring import Postroom, open_postroom, prepare_database
+
+# Commands import the service (SQLAlchemy, Alembic, templates) when they run, not at start:
+# `--help` and mistakes on the command line answer without that second of imports.
+if TYPE_CHECKING:
+    from postroom.wiring import Postroom
 
 T = TypeVar("T")
 
 
+class CommandError(PostroomError):
+    """A problem a command reports as it is, worded for the command line."""
+
+
 def fail(message: str) -> NoReturn:
-    print(f"postroom: error: {message}", file=sys.stderr)
+    """Print ``message`` as one line on stderr and exit with status 1."""
+    line = " ".join(message.split())
+    print(f"postroom: error: {line}", file=sys.stderr)
     raise SystemExit(1)
 
 
+def pydantic_reason(message: str) -> str:
+    """Pydantic's message without the ``Value error, `` it puts before a validator's own."""
+    return message.removeprefix("Value error, ")
+
+
 def settings_or_exit() -> Settings:
+    config_file = os.environ.get("POSTROOM_CONFIG")
+    if config_file and not Path(config_file).is_file():
+        fail(f"POSTROOM_CONFIG: {config_file} does not exist or is not a file")
     try:
-        return load_settings()
+        settings = load_settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        fail(f"setting POSTROOM_{field.upper()}: {first['msg']}")
+        name, *rest = [str(part) for part in first["loc"]] or ["?"]
+        where = f" (item {int(rest[0]) + 1})" if rest and rest[0].isdigit() else ""
+        source = f" (or {name} in {config_file})" if config_file else ""
+        fail(f"setting POSTROOM_{name.upper()}{where}{source}: {pydantic_reason(first['msg'])}")
+    except tomllib.TOMLDecodeError as exc:
+        fail(f"POSTROOM_CONFIG: {config_file} is not valid TOML: {exc}")
+    except OSError as exc:
+        fail(f"POSTROOM_CONFIG: cannot read {config_file}: {exc.strerror or exc}")
+    if settings.database_url is None:  # the SQLite file lives in the data dir: make it
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"POSTROOM_DATA_DIR: cannot create {settings.data_dir}: {exc.strerror or exc}")
+    return settings
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -38,11 +71,17 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def run(coro: Awaitable[T]) -> T:
-    """Run ``coro``; a Postroom error becomes one line on stderr and exit status 1."""
+    """Run ``coro``; a Postroom or OS error becomes one line on stderr and exit status 1."""
     try:
         return asyncio.run(_as_coroutine(coro))
     except PostroomError as exc:
         fail(str(exc))
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}")
+    except KeyboardInterrupt:
+        print("postroom: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
@@ -50,6 +89,8 @@ async def _as_coroutine(awaitable: Awaitable[T]) -> T:
 
 
 async def with_postroom(settings: Settings, action: Callable[[Postroom], Awaitable[T]]) -> T:
+    from postroom.wiring import open_postroom, prepare_database
+
     await prepare_database(settings)
     postroom = await open_postroom(settings)
     try:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from postroom.cli.common import fail, run, settings_or_exit, with_postroom
-from postroom.queue.base import DeadLetter
-from postroom.wiring import Postroom
+
+if TYPE_CHECKING:
+    from postroom.queue.base import DeadLetter
+    from postroom.wiring import Postroom
 
 app = typer.Typer(help="Inspect, replay and purge the dead-letter queue.", no_args_is_help=True)
-console = Console()
+
+
+def _console() -> Console:
+    """Rich output; into a pipe or a file, as wide as the text so no id or reason is cut."""
+    console = Console()
+    return console if console.is_terminal else Console(width=100_000)
 
 
 def _summary(body: bytes) -> tuple[str, str]:
@@ -29,8 +38,8 @@ def _summary(body: bytes) -> tuple[str, str]:
 
 @app.command("list")
 def list_(
-    limit: Annotated[int, typer.Option(help="How many to show.")] = 50,
-    offset: Annotated[int, typer.Option(help="How many to skip.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, help="How many to show.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="How many to skip.")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List dead letters, oldest first."""
@@ -53,10 +62,18 @@ def list_(
             }
             print(orjson.dumps(line).decode())
         return
-    table = Table("id", "queue", "type", "recipient", "attempt", "dead at", "reason")
+    console = _console()
+    if not letters:
+        console.print("The dead-letter queue is empty.")
+        return
+    table = Table()
+    table.add_column("id", no_wrap=True)  # the handle for show, replay and purge: never cut
+    for heading in ("queue", "type", "recipient", "retries", "dead at"):
+        table.add_column(heading)
+    table.add_column("reason", overflow="fold")
     for letter in letters:
         email_type, recipient = _summary(letter.body)
-        table.add_row(
+        cells = (
             letter.id,
             letter.priority.value,
             email_type,
@@ -65,7 +82,8 @@ def list_(
             letter.dead_at.strftime("%Y-%m-%d %H:%M:%S"),
             letter.reason,
         )
-    console.print(table if letters else "The dead-letter queue is empty.")
+        table.add_row(*(Text(cell) for cell in cells))  # Text: brackets are not markup
+    console.print(table)
 
 
 @app.command()
@@ -78,11 +96,15 @@ def show(message_id: Annotated[str, typer.Argument(help="The dead letter's id.")
     letter = run(with_postroom(settings_or_exit(), action))
     if letter is None:
         fail(f"no dead letter with id {message_id!r} (see `postroom dlq list`)")
-    console.print(f"[bold]id[/]       {letter.id}")
-    console.print(f"[bold]queue[/]    {letter.priority.value}")
-    console.print(f"[bold]attempt[/]  {letter.attempt}")
-    console.print(f"[bold]dead at[/]  {letter.dead_at.isoformat()}")
-    console.print(f"[bold]reason[/]   {letter.reason}", markup=True, highlight=False)
+    console = _console()
+    for label, value in (
+        ("id", letter.id),
+        ("queue", letter.priority.value),
+        ("retries", str(letter.attempt)),
+        ("dead at", letter.dead_at.isoformat()),
+        ("reason", letter.reason),
+    ):
+        console.print(f"[bold]{label:<8}[/] {escape(value)}", highlight=False)
     try:
         body = orjson.dumps(orjson.loads(letter.body), option=orjson.OPT_INDENT_2).decode()
     except orjson.JSONDecodeError:
@@ -130,4 +152,6 @@ def purge(
         return await pr.queue.dlq_purge(targets)
 
     count = run(with_postroom(settings_or_exit(), action))
+    if ids and count < len(ids):
+        fail(f"purged {count} of {len(ids)}; the others are not in the dead-letter queue")
     print(f"purged {count} message{'s' if count != 1 else ''}")

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
 from postroom.cli import bench, dlq
 from postroom.cli.common import (
+    CommandError,
     configure_logging,
     fail,
+    pydantic_reason,
     run,
     settings_or_exit,
     with_postroom,
 )
 from postroom.config import Settings
-from postroom.errors import InvalidMessageError
+from postroom.errors import InvalidMessageError, TemplateError, UnknownEmailTypeError
 from postroom.messages import Priority, parse_event
-from postroom.store import migrate as migrations
-from postroom.submission import Accepted, submit
-from postroom.wiring import Postroom, build_worker, with_generated_secrets
+
+if TYPE_CHECKING:
+    from postroom.submission import Accepted
+    from postroom.wiring import Postroom
 
 app = typer.Typer(
     help="Postroom: email delivery for creator publishing platforms.",
@@ -37,6 +41,7 @@ def _serve(settings: Settings, *, run_worker: bool, host: str | None, port: int 
     import uvicorn
 
     from postroom.api.app import create_app
+    from postroom.wiring import with_generated_secrets
 
     configure_logging()
     settings = with_generated_secrets(settings)
@@ -77,6 +82,8 @@ def api(
 @app.command()
 def worker() -> None:
     """Run a worker until SIGTERM or SIGINT; in-flight mail is finished or released."""
+    from postroom.wiring import build_worker
+
     configure_logging()
     settings = settings_or_exit()
 
@@ -93,11 +100,16 @@ def worker() -> None:
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema."""
-    settings = settings_or_exit()
-    url = settings.resolved_database_url
-    run(asyncio.to_thread(migrations.upgrade, url))
-    current, _head = migrations.pending_revision(url)
-    print(f"database at revision {current}")
+    from postroom.store import migrate as migrations
+
+    url = settings_or_exit().resolved_database_url
+
+    def upgrade() -> str | None:
+        migrations.upgrade(url)
+        current, _head = migrations.pending_revision(url)
+        return current
+
+    print(f"database at revision {run(asyncio.to_thread(upgrade))}")
 
 
 def _json_option(value: str | None, name: str) -> dict[str, Any]:
@@ -138,14 +150,57 @@ def send(
     try:
         event = parse_event(document, max_bytes=settings.max_document_bytes)
     except InvalidMessageError as exc:
-        fail(str(exc))
+        fail(_invalid(exc))
+
+    from postroom.submission import submit
 
     async def action(pr: Postroom) -> list[Accepted]:
-        return await submit(pr, [event])
+        try:
+            return await submit(pr, [event])
+        except UnknownEmailTypeError as exc:
+            known = ", ".join(pr.registry.names())
+            message = f"--type: unknown email type {exc.email_type!r}; known: {known}"
+            raise CommandError(message) from exc
+        except InvalidMessageError as exc:
+            raise CommandError(_invalid(exc)) from exc
+        except TemplateError as exc:
+            raise CommandError(_template_problem(str(exc))) from exc
 
     accepted = run(with_postroom(settings, action))[0]
     state = "already accepted" if accepted.duplicate else "queued"
     print(f"{accepted.id} {state} ({accepted.status.value})")
+
+
+_OPTIONS = {
+    "email_type": "--type",
+    "recipient_email": "--to",
+    "recipient_name": "--name",
+    "template_data": "--data",
+    "metadata": "--metadata",
+    "idempotency_key": "--key",
+    "priority": "--priority",
+}
+
+
+def _invalid(exc: InvalidMessageError) -> str:
+    """The problem in terms of the command's options rather than the document's fields."""
+    if not exc.field:
+        return pydantic_reason(exc.reason)
+    top, _, rest = exc.field.partition(".")
+    option = _OPTIONS.get(top, top)
+    where = f" ({rest})" if rest else ""
+    return f"{option}{where}: {pydantic_reason(exc.reason)}"
+
+
+_UNDEFINED = re.compile(r"'([^']+)' is undefined")
+
+
+def _template_problem(message: str) -> str:
+    match = _UNDEFINED.search(message)
+    if match is None:
+        return message
+    name = match.group(1)
+    return f'{message}; give it in --data, e.g. --data \'{{"{name}": "..."}}\''
 
 
 def main() -> None:
