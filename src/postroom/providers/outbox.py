@@ -89,6 +89,9 @@ class OutboxProvider:
         index = _IndexWriter(self.directory / INDEX_NAME)
         recent: set[str] | None = None  # send ids of recent index lines, read on first need
         try:
+            # Locked before the first link, not the first append: a concurrent resend of the
+            # same send id must not find the file before its index line is written.
+            index.open()
             for email in batch:
                 error: PermanentProviderError | TransientProviderError
                 relative = f"{_day(email)}/{_file_stem(email.send_id)}.eml"
@@ -156,19 +159,28 @@ class _IndexWriter:
         self.path = path
         self.fd: int | None = None
         self.failed = False
+        self.torn = False
+
+    def open(self) -> None:
+        """Open and lock the index until :meth:`close`. While another batch (thread or
+        process) holds it, that batch's links and index lines appear together."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            size = os.fstat(self.fd).st_size
+            # A worker killed mid-append tore the last line: do not glue ours onto it.
+            self.torn = bool(size) and os.pread(self.fd, 1, size - 1) != b"\n"
+        except OSError:
+            self.failed = True
+            _log.warning("outbox index cannot be opened", exc_info=True)
 
     def append(self, line: bytes) -> None:
-        if self.failed:
+        if self.failed or self.fd is None:
             return
         try:
-            if self.fd is None:
-                self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-                # Held until close: while another batch (thread or process) is appending,
-                # the tail check below could see its line half written and tear it apart.
-                fcntl.flock(self.fd, fcntl.LOCK_EX)
-                size = os.fstat(self.fd).st_size
-                if size and os.pread(self.fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line  # a crash tore the last line: do not glue ours onto it
+            if self.torn:
+                line, self.torn = b"\n" + line, False
             # O_APPEND and one write per line: concurrent writers never interleave inside one.
             os.write(self.fd, line)
         except OSError:
