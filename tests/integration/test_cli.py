@@ -238,6 +238,11 @@ COMMAND_ERRORS: dict[str, tuple[dict[str, str], tuple[str, ...], tuple[str, ...]
     "show unknown dead letter": ({}, ("dlq", "show", "NOPE"), ("'NOPE'", "dlq list")),
     "replay without ids": ({}, ("dlq", "replay"), ("ids", "--all")),
     "purge unknown id": ({}, ("dlq", "purge", "NOPE"), ("purged 0 of 1",)),
+    "database unreachable": (
+        {"database_url": "postgresql://nobody@127.0.0.1:1/postroom"},
+        ("dlq", "list"),
+        ("cannot use the database", "127.0.0.1:1", "refused"),
+    ),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -9,8 +11,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
-from postroom.store.database import sync_url
+from postroom.errors import ConfigurationError
+from postroom.store.database import is_sqlite, sync_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -23,9 +28,25 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+@contextlib.contextmanager
+def _reachable(database_url: str) -> Iterator[None]:
+    """A database that cannot be opened is a configuration problem: say so in one line."""
+    try:
+        yield
+    except DBAPIError as exc:
+        shown = make_url(sync_url(database_url)).render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ConfigurationError(f"cannot use the database {shown}: {reason}") from exc
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database to ``revision``; safe to run on an up-to-date database."""
-    command.upgrade(alembic_config(database_url), revision)
+    if is_sqlite(database_url):
+        folder = make_url(sync_url(database_url)).database
+        if folder and folder != ":memory:":
+            Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    with _reachable(database_url):
+        command.upgrade(alembic_config(database_url), revision)
 
 
 def pending_revision(database_url: str) -> tuple[str | None, str | None]:
@@ -34,7 +55,7 @@ def pending_revision(database_url: str) -> tuple[str | None, str | None]:
     head = ScriptDirectory.from_config(config).get_current_head()
     engine = create_sync_engine(sync_url(database_url))
     try:
-        with engine.connect() as connection:
+        with _reachable(database_url), engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
