@@ -28,3 +28,32 @@ def transactional(
         raise typer.BadParameter("--sink must be outbox or memory")
     for line in run_transactional(rate, duration, sink=sink).lines():
         print(line)
+
+
+@app.command()
+def queue(
+    backlog: Annotated[int, typer.Option(help="Jobs waiting in the queue.")] = 1_000_000,
+    batch: Annotated[int, typer.Option(help="Messages per claim in the batched run.")] = 100,
+    seconds: Annotated[float, typer.Option(help="Seconds per measured run.")] = 5.0,
+    database: Annotated[
+        str | None, typer.Option(help="Database URL (default: a fresh SQLite file).")
+    ] = None,
+) -> None:
+    """Claim-and-ack rate of the SQL queue on a large backlog (one by one and batched)."""
+    import asyncio
+    import tempfile
+
+    from postroom.queue.bench import bench_claims
+
+    if backlog < 1 or batch < 1 or seconds <= 0:
+        raise typer.BadParameter("--backlog, --batch and --seconds must be positive")
+    with tempfile.TemporaryDirectory(prefix="postroom-bench-") as scratch:
+        url = database or f"sqlite:///{scratch}/queue.db"
+        figures = asyncio.run(bench_claims(url, backlog, batch, seconds=seconds))
+    print(f"backlog          {figures['backlog']:,} jobs")
+    print(f"enqueue          {figures['enqueue_per_s']:,} jobs/s")
+    print(f"claim+ack        {figures['single_claim_ack_per_s']:,} messages/s one at a time")
+    print(
+        f"claim+ack        {figures['batched_claim_ack_per_s']:,} messages/s "
+        f"{figures['batch']} at a time"
+    )
