@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,20 @@ def require_service(available: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is not reachable, and CI must run every integration test")
     pytest.skip(f"{what} is not reachable")
+
+
+def wait_for_email_status(
+    client: Any, send_id: str, status: str, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Poll ``GET /v1/emails/{id}`` (with the test API key) until the email has ``status``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(f"/v1/emails/{send_id}", headers={"Authorization": "Bearer test-key"})
+        body: dict[str, Any] = response.json()
+        if body["status"] == status or time.monotonic() > deadline:
+            assert body["status"] == status, body
+            return body
+        time.sleep(0.02)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

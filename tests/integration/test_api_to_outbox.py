@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import email
 import email.policy
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_for_email_status
 
 from postroom.api.app import create_app
 from postroom.providers.outbox import read_index
@@ -38,25 +37,13 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield test_client
 
 
-def wait_for_status(
-    client: TestClient, send_id: str, status: str, timeout: float = 10
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = client.get(f"/v1/emails/{send_id}", headers=AUTH).json()
-        if body["status"] == status or time.monotonic() > deadline:
-            assert body["status"] == status, body
-            return body
-        time.sleep(0.02)
-
-
 def test_posted_email_lands_in_outbox_with_headers_and_both_parts(
     client: TestClient, tmp_path: Path
 ) -> None:
     response = client.post("/v1/emails", json=NEW_POST, headers=AUTH)
     assert response.status_code == 202, response.text
     send_id = response.json()["id"]
-    status = wait_for_status(client, send_id, "sent")
+    status = wait_for_email_status(client, send_id, "sent")
     assert status["provider"] == "outbox"
     assert [a["outcome"] for a in status["attempts"]] == ["sent"]
 
@@ -101,7 +88,7 @@ def test_a_list_is_accepted_whole(client: TestClient) -> None:
     ids = [e["id"] for e in response.json()["emails"]]
     assert len(set(ids)) == 3
     for send_id in ids:
-        wait_for_status(client, send_id, "sent")
+        wait_for_email_status(client, send_id, "sent")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_for_email_status
 
 from postroom.api.app import create_app
 
@@ -82,16 +81,6 @@ def client(tmp_path: Path, mailbox: tuple[Mailbox, int]) -> Iterator[TestClient]
         yield test_client
 
 
-def wait_for(client: TestClient, send_id: str, status: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        body: dict[str, Any] = client.get(f"/v1/emails/{send_id}", headers=AUTH).json()
-        if body["status"] == status or time.monotonic() > deadline:
-            assert body["status"] == status, body
-            return body
-        time.sleep(0.02)
-
-
 def test_email_reaches_the_smtp_server_once_with_both_parts(
     client: TestClient, mailbox: tuple[Mailbox, int]
 ) -> None:
@@ -99,7 +88,7 @@ def test_email_reaches_the_smtp_server_once_with_both_parts(
     response = client.post("/v1/emails", json=SIGN_IN, headers=AUTH)
     assert response.status_code == 202
     send_id = response.json()["id"]
-    status = wait_for(client, send_id, "sent")
+    status = wait_for_email_status(client, send_id, "sent")
     assert status["provider_message_id"] == "4XyZ12"  # the server's queue id
 
     [(mail_from, rcpt_tos, content)] = handler.received
@@ -125,10 +114,10 @@ def test_unknown_mailbox_is_suppressed_and_later_mail_to_it_is_not_sent(
     first = client.post(
         "/v1/emails", json={**SIGN_IN, "recipient_email": "gone@example.com"}, headers=AUTH
     )
-    status = wait_for(client, first.json()["id"], "failed")
+    status = wait_for_email_status(client, first.json()["id"], "failed")
     assert "5.1.1" in status["last_error"]
 
     again = {**SIGN_IN, "recipient_email": "gone@example.com", "idempotency_key": "second"}
     second = client.post("/v1/emails", json=again, headers=AUTH)
-    wait_for(client, second.json()["id"], "suppressed")
+    wait_for_email_status(client, second.json()["id"], "suppressed")
     assert handler.received == []

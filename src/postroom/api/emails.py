@@ -202,19 +202,9 @@ async def get_email(request: Request, send_id: str) -> EmailStatus:
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no email with id {send_id!r}")
     attempts = await postroom.ledger.attempts(send_id)
+    # The view is the ledger row without its content hash, with every attempt spelled out.
+    fields = {k: v for k, v in asdict(record).items() if k not in ("content_hash", "attempts")}
     return EmailStatus(
-        id=record.id,
-        status=record.status.value,
-        email_type=record.email_type,
-        recipient=record.recipient,
-        priority=record.priority,
-        idempotency_key=record.idempotency_key,
-        message_id=record.message_id,
-        provider=record.provider,
-        provider_message_id=record.provider_message_id,
-        last_error=record.last_error,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        sent_at=record.sent_at,
+        **fields | {"status": record.status.value},
         attempts=[Attempt(**asdict(a)) for a in attempts],
     )
