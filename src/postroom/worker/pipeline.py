@@ -134,25 +134,24 @@ class DeliveryPipeline:
 
     async def _bind(self, items: list[Item], s: Settlement) -> list[Item]:
         """Find or create each message's ledger row and keep those that still need sending."""
-        rows = await self.ledger.find_or_create(
-            [
-                NewSend(
-                    id=str(ULID()),
-                    idempotency_key=i.event.effective_idempotency_key(),
-                    recipient=i.event.recipient_key,
-                    email_type=i.event.email_type,
-                    priority=i.priority.value,
-                    document=i.event.to_json(),
-                    content_hash=i.event.content_hash(),
-                )
-                for i in items
-            ]
-        )
+        new = [
+            NewSend(
+                id=str(ULID()),
+                idempotency_key=i.event.effective_idempotency_key(),
+                recipient=i.event.recipient_key,
+                email_type=i.event.email_type,
+                priority=i.priority.value,
+                document=i.event.to_json(),
+                content_hash=i.event.content_hash(),
+            )
+            for i in items
+        ]
+        rows = await self.ledger.find_or_create(new)
         keep: list[Item] = []
         seen: set[str] = set()
-        for item, (record, _created) in zip(items, rows, strict=True):
+        for item, send, (record, _created) in zip(items, new, rows, strict=True):
             item.record = record
-            if record.content_hash != item.event.content_hash():
+            if record.content_hash != send.content_hash:
                 s.dead.append(
                     (
                         item.delivery,
