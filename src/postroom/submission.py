@@ -30,7 +30,7 @@ class Accepted:
 
 def check_renderable(postroom: Postroom, event: EmailEvent) -> None:
     """Refuse now what the worker could never send: unknown type, unsafe subject."""
-    postroom.registry.get(event.email_type)
+    postroom.registry.get(event.email_type).check_data(event.template_data)
     postroom.renderer.check_subject(event)
 
 

@@ -106,7 +106,16 @@ def test_a_list_is_accepted_whole(client: TestClient) -> None:
             "subject",
             "line break",
         ),
-        ({**NEW_POST, "template_data": {"creator_name": "J"}}, "template_data", "undefined"),
+        (
+            {**NEW_POST, "template_data": {"creator_name": "J"}},
+            "template_data.post_title",
+            "required",
+        ),
+        (
+            {**NEW_POST, "template_data": {"creator_name": "J", "post_title": "T"}},
+            "template_data.post_url",  # used only in the body
+            "required by email type 'new_post_notification'",
+        ),
         ({**NEW_POST, "template_data": {"blob": "x" * 300_000}}, None, "limit"),
         ({"recipient_email": "a@example.com"}, "email_type", "required"),
     ],

@@ -19,7 +19,7 @@ from postroom.errors import (
     TemplateError,
 )
 from postroom.messages import EmailEvent, check_header_value, parse_event
-from postroom.submission import Accepted, submit
+from postroom.submission import Accepted, check_renderable, submit
 from postroom.wiring import Postroom
 
 MAX_BATCH = 1000
@@ -169,8 +169,7 @@ def _check(
     for index, event in events:
         where = {"index": index} if many else {}
         try:
-            postroom.registry.get(event.email_type)
-            postroom.renderer.check_subject(event)
+            check_renderable(postroom, event)
         except InvalidMessageError as exc:
             problems.append({**where, "field": exc.field, "reason": exc.reason})
         except TemplateError as exc:

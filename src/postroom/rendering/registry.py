@@ -16,7 +16,12 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from postroom.errors import HeaderInjectionError, TemplateError, UnknownEmailTypeError
+from postroom.errors import (
+    HeaderInjectionError,
+    InvalidMessageError,
+    TemplateError,
+    UnknownEmailTypeError,
+)
 from postroom.messages import Priority, check_header_value
 
 LAYOUTS_FOLDER = "_layouts"
@@ -27,7 +32,10 @@ TEXT_FILE = "body.txt"
 # Same rule as EmailEvent.email_type, so every loadable type is also addressable by producers.
 _TYPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 _CATEGORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SETTINGS_KEYS = frozenset({"subject", "category", "priority", "marketing", "description"})
+_SETTINGS_KEYS = frozenset(
+    {"subject", "category", "priority", "marketing", "description", "required"}
+)
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,16 @@ class EmailType:
     priority: Priority
     marketing: bool
     description: str = ""
+    required: tuple[str, ...] = ()
+
+    def check_data(self, template_data: Mapping[str, Any]) -> None:
+        """Refuse data that lacks a variable this type declares as required, so a producer
+        hears of it at once instead of finding the email in the dead-letter queue."""
+        for name in self.required:
+            if name not in template_data:
+                raise InvalidMessageError(
+                    f"required by email type {self.name!r}", field=f"template_data.{name}"
+                )
 
     def template_names(self) -> dict[str, str]:
         """Loader names of this type's templates, keyed by part ('subject', 'html', 'text')."""
@@ -135,6 +153,7 @@ def _load_type(path: Path) -> EmailType:
         priority=settings["priority"],
         marketing=settings["marketing"],
         description=settings["description"],
+        required=settings["required"],
     )
 
 
@@ -173,7 +192,13 @@ def _read_settings(path: Path) -> dict[str, Any]:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise TemplateError(f"{path}: 'description' must be a string")
+    required = raw.get("required", [])
+    if not isinstance(required, list) or not all(
+        isinstance(name, str) and _VARIABLE.match(name) for name in required
+    ):
+        raise TemplateError(f"{path}: 'required' must be a list of template variable names")
     return {
+        "required": tuple(required),
         "subject": subject,
         "marketing": marketing,
         "priority": priority,

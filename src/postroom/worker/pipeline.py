@@ -125,6 +125,7 @@ class DeliveryPipeline:
             try:
                 event = parse_event(d.body, max_bytes=self.max_document_bytes)
                 email_type = self.registry.get(event.email_type)
+                email_type.check_data(event.template_data)
             except InvalidMessageError as exc:
                 s.dead.append((d, f"invalid document: {exc}"))
                 continue

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom.errors import TemplateError, UnknownEmailTypeError
+from postroom.errors import InvalidMessageError, TemplateError, UnknownEmailTypeError
 from postroom.messages import Priority
 from postroom.rendering import EmailType, TemplateRegistry, bundled_templates_dir
 
@@ -83,6 +83,8 @@ def test_layouts_can_be_extended_and_included(write_type: WriteType) -> None:
         ({"toml": "subjct = 'typo'\n"}, "unknown key(s) subjct"),
         ({"toml": "category = 'a b'\n"}, "'category' must be"),
         ({"toml": "= broken toml"}, "is not valid TOML"),
+        ({"toml": "required = 'who'\n"}, "'required' must be a list"),
+        ({"toml": "required = ['not a name']\n"}, "'required' must be a list"),
         ({"html": None}, "body.html is missing"),
         ({"html": "<p>{% if x %}</p>"}, "body.html, line 1"),
         ({"subject": "{{ x"}, "email.toml (subject)"),
@@ -140,3 +142,14 @@ def test_programmatic_registry_is_checked_too() -> None:
     )
     with pytest.raises(TemplateError, match="does not exist"):
         TemplateRegistry({"inline": email_type})
+
+
+def test_required_data_is_checked_by_name(write_type: WriteType) -> None:
+    root = write_type("greeting", toml="required = ['who', 'when']\n")
+    greeting = TemplateRegistry.load(root).get("greeting")
+    assert greeting.required == ("who", "when")
+    greeting.check_data({"who": "Ada", "when": "now", "extra": 1})
+    with pytest.raises(InvalidMessageError) as caught:
+        greeting.check_data({"who": "Ada"})
+    assert caught.value.field == "template_data.when"
+    assert "greeting" in caught.value.reason

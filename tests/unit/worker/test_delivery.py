@@ -208,6 +208,13 @@ async def test_bad_documents_go_to_dlq_and_the_worker_keeps_going(
             }
         ),
         orjson.dumps({"email_type": "welcome", "recipient_email": "a@example.com"}),  # no data
+        orjson.dumps(
+            {
+                "email_type": "welcome",
+                "recipient_email": "a@example.com",
+                "template_data": {"creator_name": "Jane\r\nBcc: x@evil.example"},
+            }
+        ),
     ]
     await postroom.queue.enqueue(
         [OutgoingMessage(f"bad-{i}", Priority.TRANSACTIONAL, body) for i, body in enumerate(bad)]
@@ -221,7 +228,8 @@ async def test_bad_documents_go_to_dlq_and_the_worker_keeps_going(
     assert "recipient_email" in reasons["bad-2"]
     assert "no_such_type" in reasons["bad-3"]
     assert "recipient_name" in reasons["bad-4"] and "line break" in reasons["bad-4"]
-    assert "cannot render" in reasons["bad-5"] and "creator_name" in reasons["bad-5"]
+    assert "template_data.creator_name: required" in reasons["bad-5"]
+    assert "cannot render" in reasons["bad-6"] and "line break" in reasons["bad-6"]
     assert [e.recipient for e in fake_provider.delivered] == ["reader@example.com"]
 
 
