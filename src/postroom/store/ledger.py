@@ -148,6 +148,7 @@ _SET_OUTCOME = (
         provider=func.coalesce(bindparam("b_provider", type_=String), sends.c.provider),
     )
 )
+_INSERT_ATTEMPTS = insert(send_attempts)
 _SET_SENT = _SET_OUTCOME.values(
     sent_at=bindparam("b_now"), provider_message_id=bindparam("b_provider_message_id")
 )
@@ -317,7 +318,7 @@ class Ledger:
                 row.id: row.attempts for row in conn.execute(_ATTEMPT_NUMBERS, {"ids": ids})
             }
             conn.execute(
-                insert(send_attempts),
+                _INSERT_ATTEMPTS,
                 [
                     {
                         "send_id": o.send_id,
@@ -382,6 +383,11 @@ def _outcome_params(outcome: Outcome, now: datetime) -> dict[str, Any]:
     }
 
 
+_INSERT_IGNORING_CONFLICTS = {
+    "postgresql": postgresql.insert(sends).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(sends).on_conflict_do_nothing(),
+}
+
+
 def _insert_ignoring_conflicts(conn: Connection) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(sends).on_conflict_do_nothing()
+    return _INSERT_IGNORING_CONFLICTS[conn.dialect.name]

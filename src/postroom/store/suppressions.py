@@ -7,11 +7,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from postroom.store.database import Database
 from postroom.store.schema import suppressions
+
+# Built once: on SQLite, building a statement costs more than running it.
+_BLOCKED = select(suppressions.c.email).where(
+    suppressions.c.email.in_(bindparam("emails", expanding=True)),
+    suppressions.c.scope.in_(bindparam("scopes", expanding=True)),
+)
 
 
 class SuppressionScope(StrEnum):
@@ -68,13 +74,8 @@ class Suppressions:
         def work(conn: Connection) -> set[str]:
             blocked: set[str] = set()
             for start in range(0, len(wanted), 500):
-                rows = conn.execute(
-                    select(suppressions.c.email).where(
-                        suppressions.c.email.in_(wanted[start : start + 500]),
-                        suppressions.c.scope.in_(scopes),
-                    )
-                )
-                blocked.update(row.email for row in rows)
+                params = {"emails": wanted[start : start + 500], "scopes": scopes}
+                blocked.update(conn.execute(_BLOCKED, params).scalars())
             return blocked
 
         return await self._db.read(work)
