@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
+import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 from tests.fakes import FakeProvider
 
 from postroom.config import Settings
+from postroom.store import migrate
 from postroom.wiring import Postroom, build_pipeline, build_worker, open_postroom, prepare_database
 from postroom.worker.pipeline import DeliveryPipeline
 
@@ -42,6 +48,37 @@ def wait_for_email_status(
         time.sleep(0.02)
 
 
+# Server-level connection (no database): each test creates and drops its own database on it.
+POSTGRES_SERVER = os.environ.get("POSTROOM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@functools.cache
+def postgres_reachable() -> bool:
+    try:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _postgres_admin(statement: sql.Composed) -> None:
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (dropped afterwards); yields its URL."""
+    require_service(postgres_reachable(), f"PostgreSQL at {POSTGRES_SERVER}")
+    name = f"postroom_test_{secrets.token_hex(6)}"
+    _postgres_admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"{POSTGRES_SERVER.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    finally:
+        _postgres_admin(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "data_dir": data_dir,
@@ -57,9 +94,15 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return Settings(**base)
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on a fresh database of each kind the store supports."""
+    if request.param == "sqlite":
+        yield make_settings(tmp_path)
+        return
+    with fresh_postgres_database() as url:
+        migrate.upgrade(url)  # a server database is migrated explicitly, as in production
+        yield make_settings(tmp_path, database_url=url)
 
 
 @pytest.fixture

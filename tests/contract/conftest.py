@@ -3,26 +3,18 @@ the fixtures that parametrize the suite over them."""
 
 from __future__ import annotations
 
-import functools
-import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from tests.conftest import require_service
+from tests.conftest import fresh_postgres_database
 
 from postroom.queue.base import QueueBackend
 from postroom.queue.sql import SqlQueue
 from postroom.store.database import Database, open_database
 from postroom.store.migrate import upgrade
-
-# Server-level connection (no database): each test creates and drops its own database on it.
-POSTGRES_SERVER = os.environ.get("POSTROOM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
 
 @dataclass(frozen=True)
@@ -52,36 +44,15 @@ async def _sql_sqlite(tmp_path: Path) -> AsyncIterator[QueueHarness]:
         await db.dispose()
 
 
-@functools.cache
-def _postgres_reachable() -> bool:
-    try:
-        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
-
-
-def _postgres_admin(statement: sql.Composed) -> None:
-    # CREATE/DROP DATABASE cannot run inside a transaction.
-    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(statement)
-
-
 @asynccontextmanager
 async def _sql_postgresql(_tmp_path: Path) -> AsyncIterator[QueueHarness]:
-    require_service(_postgres_reachable(), f"PostgreSQL at {POSTGRES_SERVER}")
-    name = f"postroom_test_{secrets.token_hex(6)}"
-    _postgres_admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = f"{POSTGRES_SERVER.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    with fresh_postgres_database() as url:
         upgrade(url)
         db = open_database(url)
         try:
             yield _sql_harness(db)
         finally:
             await db.dispose()
-    finally:
-        _postgres_admin(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 # Add "rabbitmq", "sqs" here: each factory sets up an empty queue and tears it
