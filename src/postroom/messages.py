@@ -125,7 +125,9 @@ class EmailEvent(BaseModel):
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+        # Nothing is dropped, nulls included: unknown fields are kept (design §3), and the
+        # document must hash the same when a worker reads it back from the queue.
+        return orjson.dumps(self.model_dump(mode="json"))
 
 
 def parse_event(raw: bytes | str | dict[str, Any], *, max_bytes: int) -> EmailEvent:

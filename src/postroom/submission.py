@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ulid import ULID
 
+from postroom.errors import InvalidMessageError
 from postroom.messages import EmailEvent, Priority
 from postroom.queue.base import OutgoingMessage
 from postroom.queue.sql import SqlQueue
@@ -47,6 +48,16 @@ async def submit(postroom: Postroom, events: Sequence[EmailEvent]) -> list[Accep
     for event in events:
         check_renderable(postroom, event)
     keyed = [_with_key(e) for e in events]
+    documents = [e.to_json() for e in keyed]
+    limit = postroom.settings.max_document_bytes
+    for index, document in enumerate(documents):
+        # Measured as queued, derived key included: a worker measures the same bytes.
+        if len(document) > limit:
+            where = f" (document {index})" if len(documents) > 1 else ""
+            raise InvalidMessageError(
+                f"document is {len(document)} bytes with its idempotency key; "
+                f"the limit is {limit}{where}"
+            )
     new = [
         NewSend(
             id=str(ULID()),
@@ -54,10 +65,10 @@ async def submit(postroom: Postroom, events: Sequence[EmailEvent]) -> list[Accep
             recipient=e.recipient_key,
             email_type=e.email_type,
             priority=priority_of(postroom, e).value,
-            document=e.to_json(),
+            document=document,
             content_hash=e.content_hash(),
         )
-        for e in keyed
+        for e, document in zip(keyed, documents, strict=True)
     ]
 
     def publishable(rows: list[tuple[SendRecord, bool]]) -> list[OutgoingMessage]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,32 @@ def test_same_idempotency_key_returns_same_id_and_different_body_conflicts(
     conflict = client.post("/v1/emails", json=changed, headers=headers)
     assert conflict.status_code == 409
     assert conflict.json()["detail"]["existing_id"] == first.json()["id"]
+
+
+def test_unknown_fields_are_kept_even_when_null(client: TestClient, tmp_path: Path) -> None:
+    document = {**NEW_POST, "campaign": None, "source": {"app": "ios", "build": None}}
+    response = client.post("/v1/emails", json=document, headers=AUTH)
+    assert response.status_code == 202, response.text
+    wait_for_email_status(client, response.json()["id"], "sent")
+
+
+def test_size_is_measured_with_the_pinned_idempotency_key(client: TestClient) -> None:
+    # Just under the limit as sent, over it once the derived key is pinned into the document.
+    bare = {**NEW_POST, "template_data": {**NEW_POST["template_data"], "pad": ""}}
+    room = 262_144 - len(json.dumps(bare, separators=(",", ":"), ensure_ascii=False)) - 20
+    padded = {**bare, "template_data": {**bare["template_data"], "pad": "x" * room}}
+    response = client.post("/v1/emails", json=padded, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert "idempotency key" in response.json()["detail"][0]["reason"]
+    assert sum(client.get("/readyz").json()["queue_depth"].values()) == 0
+
+
+def test_a_long_key_header_on_a_list_is_refused_not_truncated(client: TestClient) -> None:
+    documents = [NEW_POST, {**NEW_POST, "recipient_email": "other@example.com"}]
+    headers = {**AUTH, "Idempotency-Key": "k" * 254}
+    response = client.post("/v1/emails", json=documents, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["field"] == "idempotency_key"
 
 
 def test_a_list_is_accepted_whole(client: TestClient) -> None:

@@ -120,12 +120,20 @@ async def post_emails(
         return unprocessable(problems)
     if idempotency_key:
         events = [(i, _keyed(e, idempotency_key, i, len(events))) for i, e in events]
+        # The pinned key is part of the document: check the document as it will be queued.
+        events, problems = _parse_all(
+            postroom, [orjson.loads(e.to_json()) for _, e in events], many=len(events) > 1
+        )
+        if problems:
+            return unprocessable(problems)
     try:
         accepted = await submit(postroom, [e for _, e in events])
     except IdempotencyConflictError as exc:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail={"reason": str(exc), "existing_id": exc.existing_id}
         ) from None
+    except InvalidMessageError as exc:
+        return unprocessable([{"field": exc.field, "reason": exc.reason}])
     except QueueError as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -88,9 +88,12 @@ _HELD = (_jobs.id == bindparam("job_id", type_=String)) & (
     _jobs.receipt == bindparam("held_receipt", type_=String)
 )
 _GIVE_BACK = update(queue_jobs).where(_HELD).values(receipt=None)
+# A scheduled retry is an outcome: the count of hand-outs without one starts again, so only
+# crashes (not the retry schedule) count towards the poison limit.
 _RETRY = _GIVE_BACK.values(
     available_at=bindparam("until", type_=Float),
     attempt=_jobs.attempt + 1,
+    deliveries=0,
     last_error=bindparam("error", type_=String),
 )
 # Not a failed delivery: undo the hand-out so it does not count towards poison.

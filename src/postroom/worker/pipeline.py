@@ -273,6 +273,10 @@ class DeliveryPipeline:
                 s.ack.append(item.delivery)
                 return
             self.stats.ambiguous_resent += 1
+            # The resend is scheduled below; this row keeps the ambiguity on record (§4).
+            s.outcomes.append(
+                Outcome(item.send_id, SendStatus.AMBIGUOUS, provider, error=str(error))
+            )
         self._schedule_retry(item, error, s)
 
     def _schedule_retry(self, item: Item, error: ProviderError, s: Settlement) -> None:

@@ -81,3 +81,17 @@ def test_postgresql_claim_skips_locked_rows() -> None:
 
     assert "ORDER BY queue_jobs.available_at" in sql
     assert sql.rstrip().endswith("FOR UPDATE SKIP LOCKED")
+
+
+async def test_scheduled_retries_do_not_count_towards_the_poison_limit(
+    queue: SqlQueue, clock: FakeClock
+) -> None:
+    # A retry is an outcome; only hand-outs without one (crashes) make a message poison.
+    await queue.enqueue([OutgoingMessage("m1", Priority.TRANSACTIONAL, b"x")])
+    for attempt in range(5):  # more retries than max_deliveries (2)
+        [delivery] = await queue.receive(1, 60)
+        assert (delivery.attempt, delivery.deliveries) == (attempt, 1)
+        assert await queue.retry(delivery, 1.0, "503")
+        clock.now += 2
+    assert await queue.dlq_list() == []
+    assert len(await queue.receive(1, 60)) == 1

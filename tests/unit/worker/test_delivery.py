@@ -254,6 +254,10 @@ async def test_ambiguous_result_resends_transactional_but_not_marketing(
     assert fake_provider.offered == {marketing.id: 1, transactional.id: 2}
     assert running_worker.pipeline.stats.ambiguous == 2
     assert running_worker.pipeline.stats.ambiguous_resent == 1
+    # Both are on record, the resent one as well (design §4: always counted and reported).
+    assert await postroom.ledger.count_attempts(SendStatus.AMBIGUOUS) == 2
+    history = [a.outcome for a in await postroom.ledger.attempts(transactional.id)]
+    assert history == ["ambiguous", "retry_scheduled", "sent"]
 
 
 async def test_priority_classes_are_claimed_most_urgent_first(
