@@ -122,7 +122,8 @@ async def test_retry_waits_for_delay_and_counts_attempt(
     await asyncio.sleep(queue_harness.short_lease * 1.5)
     second = await receive_one(queue_backend)
     assert (second.id, second.attempt) == ("m1", 1)
-    assert second.deliveries == first.deliveries + 1
+    # A retry is an outcome: hand-outs without one are counted afresh (poison detection).
+    assert second.deliveries == first.deliveries
 
 
 async def test_release_does_not_count_an_attempt(queue_backend: QueueBackend) -> None:
@@ -302,3 +303,26 @@ async def test_concurrent_receivers_share_without_overlap(queue_harness: QueueHa
     every = [message_id for batch in claimed for message_id in batch]
     assert len(every) == len(set(every)) == total
     assert sum((await producer.depth()).values()) == 0
+
+
+async def test_extend_keeps_a_long_running_message(
+    queue_harness: QueueHarness, queue_backend: QueueBackend
+) -> None:
+    await queue_backend.enqueue([message("m1")])
+    held = await queue_backend.receive(1, queue_harness.short_lease)
+    for _ in range(3):  # outlive the first lease several times over
+        await asyncio.sleep(queue_harness.short_lease * 0.6)
+        assert await queue_backend.extend(held, queue_harness.short_lease) == 1
+    assert await queue_backend.receive(1, LONG_LEASE) == []
+    assert await queue_backend.ack(held) == 1
+
+
+async def test_extend_after_losing_the_lease_holds_nothing(
+    queue_harness: QueueHarness, queue_backend: QueueBackend
+) -> None:
+    await queue_backend.enqueue([message("m1")])
+    lost = await queue_backend.receive(1, queue_harness.short_lease)
+    await asyncio.sleep(queue_harness.short_lease * 1.5)
+    taken = await receive_one(queue_backend)
+    assert await queue_backend.extend(lost, LONG_LEASE) == 0
+    assert await queue_backend.ack([taken]) == 1

@@ -70,6 +70,11 @@ class QueueBackend(Protocol):
         """Remove handled messages; returns how many were still held by this receiver."""
         ...
 
+    async def extend(self, deliveries: Sequence[Delivery], lease_seconds: float) -> int:
+        """Hold still-held messages for another ``lease_seconds`` from now (a worker whose
+        hand-over runs long keeps its messages); returns how many were still held."""
+        ...
+
     async def retry(self, delivery: Delivery, delay_seconds: float, error: str) -> bool:
         """Make the message available again after ``delay_seconds`` with ``attempt + 1``."""
         ...

@@ -100,6 +100,7 @@ _RETRY = _GIVE_BACK.values(
 _RELEASE = _GIVE_BACK.values(
     available_at=bindparam("until", type_=Float), deliveries=_jobs.deliveries - 1
 )
+_EXTEND = update(queue_jobs).where(_HELD).values(available_at=bindparam("until", type_=Float))
 _DELETE_HELD = delete(queue_jobs).where(_HELD)
 _DELETE_JOBS = delete(queue_jobs).where(_jobs.id.in_(_IDS))
 _DELETE_LETTERS = delete(dead_letters).where(_dead.id.in_(_IDS))
@@ -224,6 +225,18 @@ class SqlQueue:
         if not deliveries:
             return 0
         return await self._db.write(lambda conn: self.ack_within(conn, deliveries))
+
+    async def extend(self, deliveries: Sequence[Delivery], lease_seconds: float) -> int:
+        if not deliveries:
+            return 0
+        until = self._clock() + lease_seconds
+        params = [_held(d) | {"until": until} for d in deliveries]
+
+        def work(conn: Connection) -> int:
+            # One statement per row: executemany's rowcount is not reliable on every driver.
+            return sum(conn.execute(_EXTEND, p).rowcount for p in params)
+
+        return await self._db.write(work)
 
     async def retry(self, delivery: Delivery, delay_seconds: float, error: str) -> bool:
         return await self._db.write(

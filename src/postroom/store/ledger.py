@@ -149,6 +149,27 @@ _SET_OUTCOME = (
     )
 )
 _INSERT_ATTEMPTS = insert(send_attempts)
+_MARK_AMBIGUOUS = (
+    update(sends)
+    .where(
+        sends.c.id.in_(bindparam("ids", expanding=True)),
+        sends.c.status == SendStatus.SENDING.value,
+    )
+    .values(
+        status=SendStatus.AMBIGUOUS.value,
+        updated_at=bindparam("b_now"),
+        last_error=bindparam("b_error"),
+    )
+    .returning(sends.c.id)
+)
+_TOUCH_SENDING = (
+    update(sends)
+    .where(
+        sends.c.id.in_(bindparam("ids", expanding=True)),
+        sends.c.status == SendStatus.SENDING.value,
+    )
+    .values(updated_at=bindparam("b_now"))
+)
 _SET_SENT = _SET_OUTCOME.values(
     sent_at=bindparam("b_now"), provider_message_id=bindparam("b_provider_message_id")
 )
@@ -287,6 +308,33 @@ class Ledger:
 
         return await self._db.write(work)
 
+    async def note_ambiguous(self, send_ids: Sequence[str], error: str) -> set[str]:
+        """Mark abandoned ``sending`` rows ambiguous, with an attempt row each; returns the ids
+        marked. A row that left ``sending`` meanwhile (its worker was alive and finished) is
+        left alone, so a late note can never overwrite ``sent``."""
+        if not send_ids:
+            return set()
+        now = self._now()
+
+        def work(conn: Connection) -> set[str]:
+            params = {"ids": list(send_ids), "b_now": now, "b_error": error}
+            marked = set(conn.execute(_MARK_AMBIGUOUS, params).scalars())
+            if marked:
+                _insert_attempts(
+                    conn, [Outcome(i, SendStatus.AMBIGUOUS, error=error) for i in marked], now
+                )
+            return marked
+
+        return await self._db.write(work)
+
+    async def touch_sending(self, send_ids: Sequence[str]) -> None:
+        """Refresh ``updated_at`` of rows this worker is still sending, so that they do not
+        look abandoned (stale) to another worker while a slow hand-over goes on."""
+        if not send_ids:
+            return
+        params = {"ids": list(send_ids), "b_now": self._now()}
+        await self._db.write(lambda conn: conn.execute(_TOUCH_SENDING, params))
+
     @property
     def db(self) -> Database:
         return self._db
@@ -313,25 +361,7 @@ class Ledger:
             ):
                 if group:
                     conn.execute(statement, [_outcome_params(o, now) for o in group])
-            ids = [o.send_id for o in outcomes]
-            attempts = {
-                row.id: row.attempts for row in conn.execute(_ATTEMPT_NUMBERS, {"ids": ids})
-            }
-            conn.execute(
-                _INSERT_ATTEMPTS,
-                [
-                    {
-                        "send_id": o.send_id,
-                        "attempt": attempts.get(o.send_id, 0),
-                        "outcome": o.status.value,
-                        "provider": o.provider,
-                        "provider_message_id": o.provider_message_id,
-                        "error": o.error,
-                        "at": now,
-                    }
-                    for o in outcomes
-                ],
-            )
+            _insert_attempts(conn, outcomes, now)
 
         await self._db.write(work)
 
@@ -366,6 +396,27 @@ def _by_keys(
             record = _record(row)
             found[(record.idempotency_key, record.recipient)] = record
     return found
+
+
+def _insert_attempts(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
+    """An audit row per outcome, numbered by the send's attempt counter."""
+    ids = [o.send_id for o in outcomes]
+    attempts = {row.id: row.attempts for row in conn.execute(_ATTEMPT_NUMBERS, {"ids": ids})}
+    conn.execute(
+        _INSERT_ATTEMPTS,
+        [
+            {
+                "send_id": o.send_id,
+                "attempt": attempts.get(o.send_id, 0),
+                "outcome": o.status.value,
+                "provider": o.provider,
+                "provider_message_id": o.provider_message_id,
+                "error": o.error,
+                "at": now,
+            }
+            for o in outcomes
+        ],
+    )
 
 
 def _keys(new: Sequence[NewSend]) -> list[tuple[str, str]]:

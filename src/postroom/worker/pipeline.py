@@ -8,7 +8,10 @@ released or dead-lettered.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ulid import ULID
@@ -62,9 +65,9 @@ class Settlement:
     dead: list[tuple[Delivery, str]] = field(default_factory=list)
     suppress: list[tuple[str, str]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
-    # Written before the hand-over, so that a resend after a crash leaves its trace even
-    # when the resend then succeeds.
-    noted: list[Outcome] = field(default_factory=list)
+    # Abandoned ``sending`` rows to resend: marked ambiguous before the hand-over, so that a
+    # resend after a crash leaves its trace even when the resend then succeeds.
+    noted: list[Item] = field(default_factory=list)
 
 
 @dataclass
@@ -110,12 +113,13 @@ class DeliveryPipeline:
         s = Settlement()
         items = self._parse(deliveries, s)
         items = await self._bind(items, s)
-        await self.ledger.record(s.noted)
+        items = await self._note_abandoned(items, s)
         items = await self._drop_suppressed(items, s)
         items = self._render(items, s)
         items = await self._claim(items, s)
         if items:
-            results = await self.handover.send([i.rendered for i in items if i.rendered])
+            async with self._heartbeat(items):
+                results = await self.handover.send([i.rendered for i in items if i.rendered])
             self._judge(items, results, s)
         await self._settle(s)
 
@@ -175,6 +179,46 @@ class DeliveryPipeline:
                 keep.append(item)
         return keep
 
+    async def _note_abandoned(self, items: list[Item], s: Settlement) -> list[Item]:
+        """Mark abandoned rows ambiguous before resending them. One that left ``sending`` in
+        the meantime was not abandoned after all: look at it again later."""
+        if not s.noted:
+            return items
+        noted = {i.send_id for i in s.noted}
+        marked = await self.ledger.note_ambiguous(
+            sorted(noted), "outcome unknown; resent by policy"
+        )
+        keep = []
+        for item in items:
+            if item.send_id in noted and item.send_id not in marked:
+                s.release.append((item.delivery, self.lease_seconds))
+            else:
+                keep.append(item)
+        return keep
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, items: list[Item]) -> AsyncIterator[None]:
+        """While the provider call runs, keep the leases and the ``sending`` rows fresh, so a
+        slow hand-over is never taken for a dead worker and sent a second time."""
+
+        async def beat() -> None:
+            deliveries = [i.delivery for i in items]
+            ids = [i.send_id for i in items]
+            while True:
+                await asyncio.sleep(self.lease_seconds / 3)
+                try:
+                    await self.queue.extend(deliveries, self.lease_seconds)
+                    await self.ledger.touch_sending(ids)
+                except Exception:
+                    log.exception("could not extend the leases of %d messages", len(items))
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     def _ambiguous_and_kept(self, item: Item, record: SendRecord, s: Settlement) -> bool:
         """A stale ``sending`` row means a worker died between the provider call and the
         ledger write: the mail may be out. Count it, and resend only if policy says so."""
@@ -184,9 +228,7 @@ class DeliveryPipeline:
         if self.policy.resend_ambiguous(item.priority):
             self.stats.ambiguous_resent += 1
             log.warning("send %s outcome unknown after a worker crash; resending", record.id)
-            s.noted.append(
-                Outcome(record.id, SendStatus.AMBIGUOUS, error="outcome unknown; resent by policy")
-            )
+            s.noted.append(item)
             return False
         log.warning("send %s outcome unknown after a worker crash; not resent", record.id)
         s.outcomes.append(
