@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     smtp_timeout: float = 30.0
     smtp_verify_tls: bool = True
 
+    dkim_selector: str | None = Field(
+        default=None,
+        description="DKIM selector; the smtp provider signs when it and the key are set.",
+    )
+    dkim_private_key_file: Path | None = Field(
+        default=None, description="PEM private key written by `postroom dkim keygen`."
+    )
+    dkim_domain: str | None = Field(
+        default=None, description="DKIM d= domain; default: the domain of POSTROOM_SENDER."
+    )
+
     worker_concurrency: int = Field(default=64, ge=1, description="Messages in flight per worker.")
     claim_batch: int = Field(default=64, ge=1)
     poll_interval: float = Field(default=0.005, gt=0, description="Seconds between empty claims.")

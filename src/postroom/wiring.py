@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from postroom.config import Settings
@@ -21,6 +23,9 @@ from postroom.store.suppressions import Suppressions
 from postroom.worker.pipeline import DeliveryPipeline
 from postroom.worker.retry import RetryPolicy
 from postroom.worker.runner import Worker
+
+if TYPE_CHECKING:
+    from postroom.deliverability.dkim import DkimSigner
 
 
 @dataclass
@@ -109,10 +114,30 @@ def build_provider(settings: Settings) -> Provider:
             password=settings.smtp_password,
             timeout=settings.smtp_timeout,
             verify_tls=settings.smtp_verify_tls,
+            signer=build_signer(settings),
         )
     raise ConfigurationError(
         f"POSTROOM_PROVIDER: unknown provider {settings.provider!r}; use outbox or smtp"
     )
+
+
+def build_signer(settings: Settings) -> DkimSigner | None:
+    """The DKIM signer when POSTROOM_DKIM_SELECTOR and POSTROOM_DKIM_PRIVATE_KEY_FILE are set."""
+    selector, key_file = settings.dkim_selector, settings.dkim_private_key_file
+    if not (selector or key_file or settings.dkim_domain):
+        return None
+    # Half a DKIM configuration is a mistake, not a request to send unsigned mail.
+    if not selector:
+        raise ConfigurationError("POSTROOM_DKIM_SELECTOR: required when DKIM signing is configured")
+    if not key_file:
+        raise ConfigurationError(
+            "POSTROOM_DKIM_PRIVATE_KEY_FILE: required when DKIM signing is configured"
+        )
+    from postroom.deliverability.dkim import DkimSigner
+
+    # DMARC passes on DKIM only when d= aligns with the From domain: default to that domain.
+    domain = settings.dkim_domain or parseaddr(settings.sender)[1].rpartition("@")[2]
+    return DkimSigner.from_file(selector, domain, key_file)
 
 
 def build_renderer(settings: Settings, registry: TemplateRegistry) -> Renderer:

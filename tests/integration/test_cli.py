@@ -8,6 +8,7 @@ test.
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from postroom.providers.outbox import INDEX_NAME
 
@@ -192,6 +194,22 @@ def test_help_lists_every_command(make_env: Callable[..., Env], tmp_path: Path) 
     out = ok(cli(make_env(tmp_path), "--help"))
     for name in ("serve", "api", "worker", "migrate", "send", "dlq", "bench"):
         assert name in out
+
+
+def test_dkim_keygen_writes_a_private_key_and_prints_the_record(
+    make_env: Callable[..., Env], tmp_path: Path
+) -> None:
+    env = make_env(tmp_path)
+    key = tmp_path / "dkim.pem"
+    args = ("dkim", "keygen", "--selector", "pr1", "--domain", "news.example.com")
+    out = ok(cli(env, *args, "--out", str(key)))
+    assert key.stat().st_mode & 0o777 == 0o600
+    record = next(line for line in out.splitlines() if line.startswith("publish:"))
+    assert "pr1._domainkey.news.example.com" in record and "v=DKIM1; k=rsa; p=" in record
+    public = serialization.load_der_public_key(base64.b64decode(record.split("p=")[1][:-1]))
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    assert public.public_numbers() == private.public_key().public_numbers()  # type: ignore[union-attr]
+    assert "--force" in one_line_error(cli(env, *args, "--out", str(key)))
 
 
 def test_migrate_then_send_twice(make_env: Callable[..., Env], tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """The worker loop: claim batches while there is room, run them concurrently, stop cleanly.
 
 Shutdown (SIGTERM, or the stop event) stops claiming at once, lets in-flight batches finish
-within the grace period, and only then cancels; a cancelled batch's messages come back when
-their leases end.
+within the grace period, and only then cancels; a cancelled batch's messages are released
+at once.
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ class Worker:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-            log.warning("cancelled %d batches at shutdown; their leases will expire", len(pending))
+            log.warning(
+                "cancelled %d batches at shutdown; their messages were released", len(pending)
+            )
 
 
 async def _first(*aws: Awaitable[object]) -> None:
