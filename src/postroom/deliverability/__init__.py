@@ -1,0 +1,1 @@
+"""Deliverability toolkit: DNS records, DKIM signing and content checks."""
