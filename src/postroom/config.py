@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         default=None, description="DKIM d= domain; default: the domain of POSTROOM_SENDER."
     )
 
+    dns_nameserver: str | None = Field(
+        default=None,
+        description="HOST:PORT the domain check asks instead of the system resolver.",
+    )
+
     worker_concurrency: int = Field(default=64, ge=1, description="Messages in flight per worker.")
     claim_batch: int = Field(default=64, ge=1)
     poll_interval: float = Field(default=0.005, gt=0, description="Seconds between empty claims.")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from postroom.cli import bench, dkim, dlq
+from postroom.cli import bench, dkim, dlq, dns, lint
 from postroom.cli.common import (
     CommandError,
     configure_logging,
@@ -36,6 +36,8 @@ app = typer.Typer(
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(bench.app, name="bench")
 app.add_typer(dkim.app, name="dkim")
+app.add_typer(dns.app, name="dns")
+app.command(name="lint")(lint.lint)
 
 
 def _serve(settings: Settings, *, run_worker: bool, host: str | None, port: int | None) -> None:

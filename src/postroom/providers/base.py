@@ -19,7 +19,7 @@ from typing import Protocol
 from postroom.errors import ProviderError
 from postroom.messages import RenderedEmail
 
-__all__ = ["Provider", "RenderedEmail", "SendResult"]
+__all__ = ["MessageSigner", "Provider", "RenderedEmail", "SendResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,12 @@ class SendResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class MessageSigner(Protocol):
+    """Signs a finished MIME message (DKIM); the signer lives outside this seam."""
+
+    def sign(self, message: bytes) -> bytes: ...
 
 
 class Provider(Protocol):

@@ -27,7 +27,6 @@ import re
 import ssl
 from collections.abc import Sequence
 from email.utils import parseaddr
-from typing import TYPE_CHECKING
 
 from aiosmtplib import (
     SMTP,
@@ -50,12 +49,8 @@ from postroom.errors import (
     TransientProviderError,
 )
 from postroom.messages import RenderedEmail
-from postroom.providers.base import SendResult
+from postroom.providers.base import MessageSigner, SendResult
 from postroom.providers.mime import build_mime, envelope_address
-
-if TYPE_CHECKING:
-    # Only for the annotation: a provider without a signer never loads dkimpy.
-    from postroom.deliverability.dkim import DkimSigner
 
 __all__ = ["RATE_LIMIT_RETRY_AFTER", "SmtpProvider", "classify_exception", "classify_reply"]
 
@@ -160,7 +155,7 @@ class SmtpProvider:
         timeout: float = 30.0,
         verify_tls: bool = True,
         tls_context: ssl.SSLContext | None = None,
-        signer: DkimSigner | None = None,
+        signer: MessageSigner | None = None,
     ) -> None:
         self.host = host
         self.port = port

@@ -1,0 +1,74 @@
+"""``postroom lint``: content checks on an email type (rendered with sample data) or an .eml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from postroom.cli.common import fail, settings_or_exit
+
+
+def lint(
+    eml: Annotated[Path | None, typer.Argument(help="A message file (.eml) to check.")] = None,
+    email_type: Annotated[
+        str | None, typer.Option("--type", help="An email type to render and check.")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="template_data as JSON for --type.")] = None,
+    threshold: Annotated[float, typer.Option(help="Score at which mail counts as spam.")] = 5.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Score content for spam signals; exit 1 when it counts as spam or has errors."""
+    from postroom.deliverability.content import LintReport, lint_email_type, lint_eml
+    from postroom.errors import PostroomError
+    from postroom.rendering.registry import TemplateRegistry, bundled_templates_dir
+    from postroom.wiring import build_renderer, with_generated_secrets
+
+    if (eml is None) == (email_type is None):
+        fail("give an .eml file or --type, one of them")
+    report: LintReport
+    try:
+        if eml is not None:
+            report = lint_eml(eml.read_bytes())
+        else:
+            settings = with_generated_secrets(settings_or_exit())
+            registry = TemplateRegistry.load(settings.templates_dir or bundled_templates_dir())
+            sample = _sample(data)
+            report = lint_email_type(build_renderer(settings, registry), str(email_type), sample)
+    except OSError as exc:
+        fail(f"{eml}: {exc.strerror}")
+    except PostroomError as exc:
+        fail(str(exc))
+    if json_output:
+        print(orjson.dumps(report.to_dict(threshold), option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print(report, threshold)
+    if report.verdict(threshold) == "spam" or report.errors:
+        raise typer.Exit(1)
+
+
+def _sample(data: str | None) -> dict[str, Any]:
+    if not data:
+        return {}
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        fail(f"--data is not valid JSON: {exc}")
+    if not isinstance(parsed, dict):
+        fail("--data must be a JSON object")
+    return parsed
+
+
+def _print(report: Any, threshold: float) -> None:
+    table = Table("rule", "severity", "points", "finding")
+    for f in report.findings:
+        table.add_row(f.rule, f.severity, f"{f.points:.1f}", f.message)
+    console = Console(width=140)
+    if report.findings:
+        console.print(table)
+    verdict = report.verdict(threshold)
+    console.print(f"score {report.score:.1f} (spam at {threshold:.1f}): {verdict}", highlight=False)
