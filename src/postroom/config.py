@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         default=None, description="DKIM d= domain; default: the domain of POSTROOM_SENDER."
     )
 
+    lint_max_score: float | None = Field(
+        default=None,
+        gt=0,
+        description="Refuse to send mail whose content scores this or more (off when unset).",
+    )
     dns_nameserver: str | None = Field(
         default=None,
         description="HOST:PORT the domain check asks instead of the system resolver.",

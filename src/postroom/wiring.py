@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 
 from postroom.config import Settings
 from postroom.errors import ConfigurationError
+from postroom.messages import RenderedEmail
 from postroom.providers.base import Provider
 from postroom.queue.base import QueueBackend
 from postroom.rendering.registry import TemplateRegistry, bundled_templates_dir
@@ -184,7 +186,27 @@ def build_pipeline(postroom: Postroom) -> DeliveryPipeline:
         policy=RetryPolicy.from_settings(s),
         lease_seconds=s.lease_seconds,
         max_document_bytes=s.max_document_bytes,
+        content_gate=build_content_gate(s),
     )
+
+
+def build_content_gate(settings: Settings) -> Callable[[RenderedEmail], str | None] | None:
+    """The opt-in check refusing mail whose content scores too high (POSTROOM_LINT_MAX_SCORE)."""
+    limit = settings.lint_max_score
+    if limit is None:
+        return None
+    from postroom.deliverability.content import lint_message
+
+    def refuse(email: RenderedEmail) -> str | None:
+        report = lint_message(
+            email.subject, email.html, email.text, marketing="List-Unsubscribe" in email.headers
+        )
+        if report.score < limit:
+            return None
+        rules = ", ".join(sorted({f.rule for f in report.findings if f.points > 0}))
+        return f"content scored {report.score:.1f}, the limit is {limit:.1f} ({rules})"
+
+    return refuse
 
 
 def build_worker(postroom: Postroom, pipeline: DeliveryPipeline | None = None) -> Worker:

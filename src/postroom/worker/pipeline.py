@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from ulid import ULID
@@ -96,6 +96,7 @@ class DeliveryPipeline:
         policy: RetryPolicy,
         lease_seconds: float,
         max_document_bytes: int,
+        content_gate: Callable[[RenderedEmail], str | None] | None = None,
     ) -> None:
         self.queue = queue
         self.ledger = ledger
@@ -106,6 +107,8 @@ class DeliveryPipeline:
         self.policy = policy
         self.lease_seconds = lease_seconds
         self.max_document_bytes = max_document_bytes
+        # Returns why a rendered message must not go out (opt-in content check), or None.
+        self.content_gate = content_gate
         self.handover = HandOver(provider, policy)
         self.stats = PipelineStats()
 
@@ -263,6 +266,11 @@ class DeliveryPipeline:
             except (TemplateError, InvalidMessageError) as exc:
                 s.outcomes.append(Outcome(item.send_id, SendStatus.FAILED, error=str(exc)))
                 s.dead.append((item.delivery, f"cannot render: {exc}"))
+                continue
+            refusal = self.content_gate(item.rendered) if self.content_gate else None
+            if refusal is not None:
+                s.outcomes.append(Outcome(item.send_id, SendStatus.FAILED, error=refusal))
+                s.dead.append((item.delivery, refusal))
                 continue
             keep.append(item)
         return keep
