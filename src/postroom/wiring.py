@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from postroom.config import Settings
-from postroom.errors import ConfigurationError
+from postroom.errors import ConfigurationError, PostroomError
 from postroom.messages import RenderedEmail
 from postroom.providers.base import Provider
 from postroom.queue.base import QueueBackend
@@ -28,6 +29,9 @@ from postroom.worker.runner import Worker
 
 if TYPE_CHECKING:
     from postroom.deliverability.dkim import DkimSigner
+
+
+log = logging.getLogger("postroom")
 
 
 @dataclass
@@ -161,6 +165,7 @@ async def open_postroom(settings: Settings, *, provider: Provider | None = None)
     settings = with_generated_secrets(settings)
     registry = TemplateRegistry.load(settings.templates_dir or bundled_templates_dir())
     renderer = build_renderer(settings, registry)
+    warn_about_content(registry, renderer)
     db = open_database(settings.resolved_database_url, synchronous=settings.sqlite_synchronous)
     return Postroom(
         settings=settings,
@@ -188,6 +193,28 @@ def build_pipeline(postroom: Postroom) -> DeliveryPipeline:
         max_document_bytes=s.max_document_bytes,
         content_gate=build_content_gate(s),
     )
+
+
+def warn_about_content(registry: TemplateRegistry, renderer: Renderer) -> None:
+    """Content-check every email type that has sample data, and log what the check finds:
+    a template author hears of a spammy subject or a missing footer at startup, not later."""
+    from postroom.deliverability.content import lint_email_type
+
+    for email_type in registry:
+        if not email_type.sample:
+            continue
+        try:
+            report = lint_email_type(renderer, email_type.name, email_type.sample)
+        except PostroomError as exc:
+            log.warning(
+                "email type %s does not render with its sample data: %s", email_type.name, exc
+            )
+            continue
+        for finding in report.findings:
+            if finding.severity != "info":
+                log.warning(
+                    "email type %s: %s (%s)", email_type.name, finding.message, finding.rule
+                )
 
 
 def build_content_gate(settings: Settings) -> Callable[[RenderedEmail], str | None] | None:

@@ -18,7 +18,9 @@ def lint(
     email_type: Annotated[
         str | None, typer.Option("--type", help="An email type to render and check.")
     ] = None,
-    data: Annotated[str | None, typer.Option(help="template_data as JSON for --type.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="template_data as JSON (default: the type's sample).")
+    ] = None,
     threshold: Annotated[float, typer.Option(help="Score at which mail counts as spam.")] = 5.0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -37,7 +39,7 @@ def lint(
         else:
             settings = with_generated_secrets(settings_or_exit())
             registry = TemplateRegistry.load(settings.templates_dir or bundled_templates_dir())
-            sample = _sample(data)
+            sample = _sample(data) if data else dict(registry.get(str(email_type)).sample)
             report = lint_email_type(build_renderer(settings, registry), str(email_type), sample)
     except OSError as exc:
         fail(f"{eml}: {exc.strerror}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -33,7 +33,7 @@ TEXT_FILE = "body.txt"
 _TYPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 _CATEGORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SETTINGS_KEYS = frozenset(
-    {"subject", "category", "priority", "marketing", "description", "required"}
+    {"subject", "category", "priority", "marketing", "description", "required", "sample"}
 )
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -51,6 +51,8 @@ class EmailType:
     marketing: bool
     description: str = ""
     required: tuple[str, ...] = ()
+    # Example template_data: content checks render the type with it when it is registered.
+    sample: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def check_data(self, template_data: Mapping[str, Any]) -> None:
         """Refuse data that lacks a variable this type declares as required, so a producer
@@ -154,6 +156,7 @@ def _load_type(path: Path) -> EmailType:
         marketing=settings["marketing"],
         description=settings["description"],
         required=settings["required"],
+        sample=settings["sample"],
     )
 
 
@@ -197,8 +200,12 @@ def _read_settings(path: Path) -> dict[str, Any]:
         isinstance(name, str) and _VARIABLE.match(name) for name in required
     ):
         raise TemplateError(f"{path}: 'required' must be a list of template variable names")
+    sample = raw.get("sample", {})
+    if not isinstance(sample, dict):
+        raise TemplateError(f"{path}: 'sample' must be a table of example template data")
     return {
         "required": tuple(required),
+        "sample": MappingProxyType(sample),
         "subject": subject,
         "marketing": marketing,
         "priority": priority,
