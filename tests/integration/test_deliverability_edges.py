@@ -77,6 +77,11 @@ def test_lint_exit_status(tmp_path: Path) -> None:
     data = '{"creator_name": "Jane", "post_title": "Hello", "post_url": "https://x.example/p"}'
     clean = postroom("lint", "--type", "new_post_notification", "--data", data, cwd=tmp_path)
     assert clean.returncode == 0, clean.stdout + clean.stderr
+    folder = tmp_path / "templates" / "flash_sale"
+    folder.mkdir(parents=True)
+    (folder / "email.toml").write_text('subject = "FREE CASH!!! ACT NOW"\n')
+    (folder / "body.html").write_text("<p>100% free cash bonus, click here, act now!!!</p>")
+    assert postroom("lint", "--template", str(folder), cwd=tmp_path).returncode == 1
     both = postroom("lint", str(spam), "--type", "welcome", cwd=tmp_path)
     assert both.returncode == 1 and both.stderr.count("\n") == 1
 

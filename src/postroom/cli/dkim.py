@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from postroom.cli.common import fail
+from postroom.cli.common import fail, settings_or_exit
 
 app = typer.Typer(help="DKIM signing keys.", no_args_is_help=True)
 
@@ -15,7 +16,9 @@ app = typer.Typer(help="DKIM signing keys.", no_args_is_help=True)
 @app.command()
 def keygen(
     selector: Annotated[str, typer.Option(help="DKIM selector, e.g. 'pr2026'.")],
-    domain: Annotated[str, typer.Option(help="The signing (d=) domain, e.g. 'news.example.com'.")],
+    domain: Annotated[
+        str | None, typer.Option(help="The signing (d=) domain (default: POSTROOM_SENDER's).")
+    ] = None,
     out: Annotated[
         Path, typer.Option(help="Where to write the private key (PEM, mode 0600).")
     ] = Path("dkim-private.pem"),
@@ -29,6 +32,8 @@ def keygen(
 
     if algorithm not in ("rsa", "ed25519"):
         fail("--algorithm must be rsa or ed25519")
+    if domain is None:
+        domain = parseaddr(settings_or_exit().sender)[1].rpartition("@")[2]
     try:
         key = generate_key(selector, algorithm=algorithm, bits=bits)  # type: ignore[arg-type]
         key.write(out, overwrite=force)

@@ -18,6 +18,10 @@ def lint(
     email_type: Annotated[
         str | None, typer.Option("--type", help="An email type to render and check.")
     ] = None,
+    template: Annotated[
+        Path | None,
+        typer.Option(help="An email type's folder (email.toml, body.html), registered or not."),
+    ] = None,
     data: Annotated[
         str | None, typer.Option(help="template_data as JSON (default: the type's sample).")
     ] = None,
@@ -30,15 +34,20 @@ def lint(
     from postroom.rendering.registry import TemplateRegistry, bundled_templates_dir
     from postroom.wiring import build_renderer, with_generated_secrets
 
-    if (eml is None) == (email_type is None):
-        fail("give an .eml file or --type, one of them")
+    if sum(x is not None for x in (eml, email_type, template)) != 1:
+        fail("give one of: an .eml file, --type or --template")
     report: LintReport
     try:
         if eml is not None:
             report = lint_eml(eml.read_bytes())
         else:
             settings = with_generated_secrets(settings_or_exit())
-            registry = TemplateRegistry.load(settings.templates_dir or bundled_templates_dir())
+            if template is not None:
+                # The folder's parent is a templates folder of its own; its _layouts apply.
+                email_type = template.resolve().name
+                registry = TemplateRegistry.load(template.resolve().parent)
+            else:
+                registry = TemplateRegistry.load(settings.templates_dir or bundled_templates_dir())
             sample = _sample(data) if data else dict(registry.get(str(email_type)).sample)
             report = lint_email_type(build_renderer(settings, registry), str(email_type), sample)
     except OSError as exc:
