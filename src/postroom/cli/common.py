@@ -9,8 +9,9 @@ import sys
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+import orjson
 from pydantic import ValidationError
 
 from postroom.config import Settings, load_settings
@@ -38,6 +39,19 @@ def fail(message: str) -> NoReturn:
 def pydantic_reason(message: str) -> str:
     """Pydantic's message without the ``Value error, `` it puts before a validator's own."""
     return message.removeprefix("Value error, ")
+
+
+def json_object_option(value: str | None, name: str) -> dict[str, Any]:
+    """The JSON object given to option ``--name`` ({} when absent), or a one-line error."""
+    if not value:
+        return {}
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        fail(f"--{name} is not valid JSON: {exc}")
+    if not isinstance(parsed, dict):
+        fail(f"--{name} must be a JSON object")
+    return parsed
 
 
 def settings_or_exit() -> Settings:

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from postroom.cli.common import fail, settings_or_exit
+from postroom.cli.common import fail, json_object_option, settings_or_exit
 
 
 def lint(
@@ -48,7 +48,11 @@ def lint(
                 registry = TemplateRegistry.load(template.resolve().parent)
             else:
                 registry = TemplateRegistry.load(settings.templates_dir or bundled_templates_dir())
-            sample = _sample(data) if data else dict(registry.get(str(email_type)).sample)
+            sample = (
+                json_object_option(data, "data")
+                if data
+                else dict(registry.get(str(email_type)).sample)
+            )
             report = lint_email_type(build_renderer(settings, registry), str(email_type), sample)
     except OSError as exc:
         fail(f"{eml}: {exc.strerror}")
@@ -60,18 +64,6 @@ def lint(
         _print(report, threshold)
     if report.verdict(threshold) == "spam" or report.errors:
         raise typer.Exit(1)
-
-
-def _sample(data: str | None) -> dict[str, Any]:
-    if not data:
-        return {}
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        fail(f"--data is not valid JSON: {exc}")
-    if not isinstance(parsed, dict):
-        fail("--data must be a JSON object")
-    return parsed
 
 
 def _print(report: Any, threshold: float) -> None:

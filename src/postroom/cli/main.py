@@ -7,7 +7,6 @@ import re
 import signal
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 
 from postroom.cli import bench, dkim, dlq, dns, lint
@@ -15,6 +14,7 @@ from postroom.cli.common import (
     CommandError,
     configure_logging,
     fail,
+    json_object_option,
     pydantic_reason,
     run,
     settings_or_exit,
@@ -115,18 +115,6 @@ def migrate() -> None:
     print(f"database at revision {run(asyncio.to_thread(upgrade))}")
 
 
-def _json_option(value: str | None, name: str) -> dict[str, Any]:
-    if not value:
-        return {}
-    try:
-        parsed = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        fail(f"--{name} is not valid JSON: {exc}")
-    if not isinstance(parsed, dict):
-        fail(f"--{name} must be a JSON object")
-    return parsed
-
-
 @app.command()
 def send(
     email_type: Annotated[str, typer.Option("--type", help="A registered email type.")],
@@ -142,8 +130,8 @@ def send(
     document: dict[str, Any] = {
         "email_type": email_type,
         "recipient_email": to,
-        "template_data": _json_option(data, "data"),
-        "metadata": _json_option(metadata, "metadata"),
+        "template_data": json_object_option(data, "data"),
+        "metadata": json_object_option(metadata, "metadata"),
     }
     for field, value in (("recipient_name", name), ("idempotency_key", key)):
         if value is not None:
