@@ -228,7 +228,7 @@ class DeliveryPipeline:
         if record.status not in (SendStatus.SENDING, SendStatus.AMBIGUOUS):
             return False
         self.stats.ambiguous += 1
-        if self.policy.resend_ambiguous(item.priority):
+        if self.policy.resend_ambiguous(marketing=item.email_type.marketing):
             self.stats.ambiguous_resent += 1
             log.warning("send %s outcome unknown after a worker crash; resending", record.id)
             s.noted.append(item)
@@ -316,7 +316,7 @@ class DeliveryPipeline:
             return
         if isinstance(error, AmbiguousProviderError):
             self.stats.ambiguous += 1
-            if not self.policy.resend_ambiguous(item.priority):
+            if not self.policy.resend_ambiguous(marketing=item.email_type.marketing):
                 s.outcomes.append(
                     Outcome(item.send_id, SendStatus.AMBIGUOUS, provider, error=str(error))
                 )

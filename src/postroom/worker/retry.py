@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from postroom.config import AmbiguousPolicy, Settings
 from postroom.errors import ProviderError, RateLimitedError
-from postroom.messages import Priority
 
 MAX_IMMEDIATE_WAIT = 5.0
 """A provider that asks for a longer pause than this is retried through the queue instead, so
@@ -54,14 +53,15 @@ class RetryPolicy:
             delay = max(delay, error.retry_after)
         return delay
 
-    def resend_ambiguous(self, priority: Priority) -> bool:
+    def resend_ambiguous(self, *, marketing: bool) -> bool:
         """Whether a send that may already have gone out is sent again.
 
         A duplicate sign-in link or receipt is better than none; a duplicate newsletter
-        annoys a whole audience, so marketing is not resent by default.
+        annoys a whole audience, so marketing is not resent by default. The email type decides,
+        not the queue priority, which a producer may raise.
         """
         if self.ambiguous is AmbiguousPolicy.RESEND:
             return True
         if self.ambiguous is AmbiguousPolicy.NEVER:
             return False
-        return priority is not Priority.MARKETING
+        return not marketing
