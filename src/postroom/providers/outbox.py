@@ -106,7 +106,13 @@ class OutboxProvider:
                     results.append(SendResult(email.send_id, error=error))
                     continue
                 if not written and recent is None:
-                    recent = _recent_send_ids(self.directory)
+                    try:
+                        recent = _recent_send_ids(self.directory)
+                    except OSError:
+                        # The file is the record and it is written; with the index unreadable
+                        # we cannot tell a missing line from a present one, so add none.
+                        _log.warning("outbox index unreadable", exc_info=True)
+                        recent, index.failed = set(), True
                 if written or (recent is not None and email.send_id not in recent):
                     # Straight after the link, not once per batch, so a worker killed mid-batch
                     # leaves at most one file without its line; the resend that follows finds
@@ -117,7 +123,12 @@ class OutboxProvider:
             index.close(fsync=self.fsync)
         if self.fsync:
             for folder in touched | {self.directory}:
-                _fsync_dir(folder)
+                try:
+                    _fsync_dir(folder)
+                except OSError:
+                    # The messages are written and linked: reporting them failed would send
+                    # them again. Only their durability across a power loss is in doubt.
+                    _log.warning("outbox folder fsync failed: %s", folder, exc_info=True)
         return results
 
     def _write_one(self, email: RenderedEmail, final: Path, touched: set[Path]) -> bool:

@@ -20,6 +20,12 @@ _BLOCKED = select(suppressions.c.email).where(
 )
 
 
+_INSERT_IGNORING_CONFLICTS = {
+    "postgresql": postgresql.insert(suppressions).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(suppressions).on_conflict_do_nothing(),
+}
+
+
 class SuppressionScope(StrEnum):
     ALL = "all"  # hard bounces, invalid addresses: no mail at all
     MARKETING = "marketing"  # complaints, unsubscribes: transactional mail still goes
@@ -45,6 +51,17 @@ class Suppressions:
         self, email: str, scope: SuppressionScope, reason: str, detail: str | None = None
     ) -> None:
         """Suppress ``email`` for ``scope``; an existing entry keeps its first reason."""
+        await self._db.write(lambda conn: self.add_within(conn, email, scope, reason, detail))
+
+    def add_within(
+        self,
+        conn: Connection,
+        email: str,
+        scope: SuppressionScope,
+        reason: str,
+        detail: str | None = None,
+    ) -> None:
+        """:meth:`add` inside a transaction the caller holds (the worker's settlement)."""
         values = {
             "email": email.lower(),
             "scope": scope.value,
@@ -52,9 +69,7 @@ class Suppressions:
             "detail": detail,
             "created_at": self._now(),
         }
-        dialect = postgresql if self._db.dialect == "postgresql" else sqlite
-        statement = dialect.insert(suppressions).values(values).on_conflict_do_nothing()
-        await self._db.write(lambda conn: conn.execute(statement))
+        conn.execute(_INSERT_IGNORING_CONFLICTS[conn.dialect.name], values)
 
     async def remove(self, email: str, scope: SuppressionScope | None = None) -> int:
         query = delete(suppressions).where(suppressions.c.email == email.lower())

@@ -67,8 +67,17 @@ class HandOver:
             error = AmbiguousProviderError(f"provider {self.provider.name} raised {exc!r}")
             return [SendResult(e.send_id, error=error) for e in emails]
         if len(results) != len(emails):
-            raise RuntimeError(
+            # A provider bug: which of these went out is unknown, but the other chunks'
+            # results stand, so only this chunk is ambiguous.
+            log.error(
+                "provider %s returned %d results for %d messages",
+                self.provider.name,
+                len(results),
+                len(emails),
+            )
+            error = AmbiguousProviderError(
                 f"provider {self.provider.name} returned {len(results)} results "
                 f"for {len(emails)} messages"
             )
+            return [SendResult(e.send_id, error=error) for e in emails]
         return results

@@ -350,10 +350,20 @@ class DeliveryPipeline:
         for delivery, reason in s.dead:
             self.stats.dead_lettered += 1
             log.warning("dead-lettered message %s: %s", delivery.id, reason)
+
+        def suppress(conn: Transaction) -> None:
+            # With the outcome, not after it: a crash in between would leave a bad address
+            # recorded as failed but never suppressed. Suppressions live beside the ledger.
+            for email, detail in s.suppress:
+                self.suppressions.add_within(
+                    conn, email, SuppressionScope.ALL, "invalid_address", detail
+                )
+
         queue = self.queue
         if isinstance(queue, SqlQueue) and queue.shares(self.ledger.db):
 
             def settle(conn: Transaction) -> None:
+                suppress(conn)
                 queue.ack_within(conn, s.ack)
                 for delivery, delay, error in s.retry:
                     queue.retry_within(conn, delivery, delay, error)
@@ -364,10 +374,8 @@ class DeliveryPipeline:
 
             await self.ledger.record(s.outcomes, then=settle)
         else:
-            await self.ledger.record(s.outcomes)
+            await self.ledger.record(s.outcomes, then=suppress if s.suppress else None)
             await self._settle_with_queue(s)
-        for email, detail in s.suppress:
-            await self.suppressions.add(email, SuppressionScope.ALL, "invalid_address", detail)
 
     async def _settle_with_queue(self, s: Settlement) -> None:
         if s.ack:
