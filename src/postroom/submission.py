@@ -48,6 +48,7 @@ async def submit(postroom: Postroom, events: Sequence[EmailEvent]) -> list[Accep
     for event in events:
         check_renderable(postroom, event)
     keyed = [_with_key(e) for e in events]
+    _refuse_conflicts_within(keyed)
     documents = [e.to_json() for e in keyed]
     limit = postroom.settings.max_document_bytes
     for index, document in enumerate(documents):
@@ -105,6 +106,22 @@ async def submit(postroom: Postroom, events: Sequence[EmailEvent]) -> list[Accep
         )
         for record, created in rows
     ]
+
+
+def _refuse_conflicts_within(events: Sequence[EmailEvent]) -> None:
+    """Two documents of one request with the same key and recipient must be the same email;
+    different ones are a mistake in the request, told before anything is written."""
+    first: dict[tuple[str, str], tuple[int, str]] = {}
+    for index, event in enumerate(events):
+        key = (event.effective_idempotency_key(), event.recipient_key)
+        digest = event.content_hash()
+        seen = first.setdefault(key, (index, digest))
+        if seen[1] != digest:
+            raise InvalidMessageError(
+                f"documents {seen[0]} and {index} share an idempotency key and recipient "
+                "but differ",
+                field="idempotency_key",
+            )
 
 
 def _with_key(event: EmailEvent) -> EmailEvent:

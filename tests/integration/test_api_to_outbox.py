@@ -108,6 +108,19 @@ def test_a_long_key_header_on_a_list_is_refused_not_truncated(client: TestClient
     assert response.json()["detail"][0]["field"] == "idempotency_key"
 
 
+def test_conflicting_documents_in_one_request_are_a_422(client: TestClient) -> None:
+    other = {**NEW_POST, "template_data": {**NEW_POST["template_data"], "post_title": "Other"}}
+    documents = [{**NEW_POST, "idempotency_key": "k1"}, {**other, "idempotency_key": "k1"}]
+    response = client.post("/v1/emails", json=documents, headers=AUTH)
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["field"] == "idempotency_key" and "documents 0 and 1" in problem["reason"]
+    assert sum(client.get("/readyz").json()["queue_depth"].values()) == 0
+    same = [{**NEW_POST, "idempotency_key": "k2"}, {**NEW_POST, "idempotency_key": "k2"}]
+    accepted = client.post("/v1/emails", json=same, headers=AUTH).json()["emails"]
+    assert accepted[0]["id"] == accepted[1]["id"]
+
+
 def test_a_list_is_accepted_whole(client: TestClient) -> None:
     documents = [{**NEW_POST, "recipient_email": f"reader{i}@example.com"} for i in range(3)]
     response = client.post("/v1/emails", json=documents, headers=AUTH)
