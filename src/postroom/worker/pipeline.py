@@ -225,10 +225,18 @@ class DeliveryPipeline:
     def _ambiguous_and_kept(self, item: Item, record: SendRecord, s: Settlement) -> bool:
         """A stale ``sending`` row means a worker died between the provider call and the
         ledger write: the mail may be out. Count it, and resend only if policy says so."""
-        if record.status not in (SendStatus.SENDING, SendStatus.AMBIGUOUS):
+        resend = self.policy.resend_ambiguous(marketing=item.email_type.marketing)
+        if record.status is SendStatus.AMBIGUOUS:
+            # Noted and counted already (a worker died after noting it, or the policy kept it
+            # back): the policy's answer stands. Noting it again would find no `sending` row
+            # and release the message for ever.
+            if not resend:
+                s.ack.append(item.delivery)
+            return not resend
+        if record.status is not SendStatus.SENDING:
             return False
         self.stats.ambiguous += 1
-        if self.policy.resend_ambiguous(marketing=item.email_type.marketing):
+        if resend:
             self.stats.ambiguous_resent += 1
             log.warning("send %s outcome unknown after a worker crash; resending", record.id)
             s.noted.append(item)

@@ -303,3 +303,21 @@ async def _queue_empty(postroom: Postroom) -> bool:
 
 async def _dlq_size(postroom: Postroom, size: int) -> bool:
     return len(await postroom.queue.dlq_list()) == size
+
+
+async def test_a_row_noted_ambiguous_before_a_crash_is_resent_once_not_stuck(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    # A worker noted an abandoned row ambiguous and died before moving it to `sending`; the
+    # message is still in the queue. The next worker must send it (transactional), once.
+    [accepted] = await submit(postroom, [welcome()])
+    await postroom.ledger.begin_sending([(accepted.id, f"<{accepted.id}@x>")], "fake")
+    await postroom.ledger.note_ambiguous([accepted.id], "outcome unknown; resent by policy")
+    running = RunningWorker(postroom)
+    try:
+        await running.until(lambda: _is(postroom, accepted.id, SendStatus.SENT))
+        await running.until(lambda: _queue_empty(postroom))
+    finally:
+        await running.shutdown()
+    assert len(fake_provider.delivered) == 1
+    assert await postroom.ledger.count_attempts(SendStatus.AMBIGUOUS) == 1  # counted once
