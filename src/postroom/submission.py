@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ulid import ULID
-
 from postroom.errors import InvalidMessageError
 from postroom.messages import EmailEvent, Priority
 from postroom.queue.base import OutgoingMessage
@@ -39,38 +37,20 @@ def priority_of(postroom: Postroom, event: EmailEvent) -> Priority:
     return event.priority or postroom.registry.get(event.email_type).priority
 
 
-async def submit(postroom: Postroom, events: Sequence[EmailEvent]) -> list[Accepted]:
+async def submit(
+    postroom: Postroom, events: Sequence[EmailEvent], *, checked: bool = False
+) -> list[Accepted]:
     """Record and enqueue ``events``; all are checked before anything is written.
 
     Raises :class:`IdempotencyConflictError` when a key was used before with another document,
-    and the errors of :func:`check_renderable`.
+    and the errors of :func:`check_renderable` (unless the caller ran it: ``checked``).
     """
-    for event in events:
-        check_renderable(postroom, event)
-    keyed = [_with_key(e) for e in events]
-    _refuse_conflicts_within(keyed)
-    documents = [e.to_json() for e in keyed]
-    limit = postroom.settings.max_document_bytes
-    for index, document in enumerate(documents):
-        # Measured as queued, derived key included: a worker measures the same bytes.
-        if len(document) > limit:
-            where = f" (document {index})" if len(documents) > 1 else ""
-            raise InvalidMessageError(
-                f"document is {len(document)} bytes with its idempotency key; "
-                f"the limit is {limit}{where}"
-            )
-    new = [
-        NewSend(
-            id=str(ULID()),
-            idempotency_key=e.effective_idempotency_key(),
-            recipient=e.recipient_key,
-            email_type=e.email_type,
-            priority=priority_of(postroom, e).value,
-            document=document,
-            content_hash=e.content_hash(),
-        )
-        for e, document in zip(keyed, documents, strict=True)
-    ]
+    if not checked:
+        for event in events:
+            check_renderable(postroom, event)
+    new = [NewSend.for_event(e, priority_of(postroom, e).value) for e in map(_with_key, events)]
+    _refuse_oversize(new, postroom.settings.max_document_bytes)
+    _refuse_conflicts_within(new)
 
     def publishable(rows: list[tuple[SendRecord, bool]]) -> list[OutgoingMessage]:
         # Rows come back in the order of ``new``, and conflicts were refused, so each row's
@@ -108,15 +88,24 @@ async def submit(postroom: Postroom, events: Sequence[EmailEvent]) -> list[Accep
     ]
 
 
-def _refuse_conflicts_within(events: Sequence[EmailEvent]) -> None:
+def _refuse_oversize(new: Sequence[NewSend], limit: int) -> None:
+    """Measured as queued, derived key included: a worker measures the same bytes."""
+    for index, send in enumerate(new):
+        if len(send.document) > limit:
+            where = f" (document {index})" if len(new) > 1 else ""
+            raise InvalidMessageError(
+                f"document is {len(send.document)} bytes with its idempotency key; "
+                f"the limit is {limit}{where}"
+            )
+
+
+def _refuse_conflicts_within(new: Sequence[NewSend]) -> None:
     """Two documents of one request with the same key and recipient must be the same email;
     different ones are a mistake in the request, told before anything is written."""
     first: dict[tuple[str, str], tuple[int, str]] = {}
-    for index, event in enumerate(events):
-        key = (event.effective_idempotency_key(), event.recipient_key)
-        digest = event.content_hash()
-        seen = first.setdefault(key, (index, digest))
-        if seen[1] != digest:
+    for index, send in enumerate(new):
+        seen = first.setdefault((send.idempotency_key, send.recipient), (index, send.content_hash))
+        if seen[1] != send.content_hash:
             raise InvalidMessageError(
                 f"documents {seen[0]} and {index} share an idempotency key and recipient "
                 "but differ",

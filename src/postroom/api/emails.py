@@ -127,7 +127,8 @@ async def post_emails(
         if problems:
             return unprocessable(problems)
     try:
-        accepted = await submit(postroom, [e for _, e in events])
+        # _check ran check_renderable on every document already.
+        accepted = await submit(postroom, [e for _, e in events], checked=True)
     except IdempotencyConflictError as exc:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail={"reason": str(exc), "existing_id": exc.existing_id}

@@ -24,8 +24,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from ulid import ULID
 
 from postroom.errors import IdempotencyConflictError
+from postroom.messages import EmailEvent
 from postroom.store.database import Database
 from postroom.store.schema import send_attempts, sends
 
@@ -63,6 +65,19 @@ class NewSend:
     priority: str
     document: bytes
     content_hash: str
+
+    @classmethod
+    def for_event(cls, event: EmailEvent, priority: str) -> NewSend:
+        """A row for ``event`` (its idempotency key should be pinned already)."""
+        return cls(
+            id=str(ULID()),
+            idempotency_key=event.effective_idempotency_key(),
+            recipient=event.recipient_key,
+            email_type=event.email_type,
+            priority=priority,
+            document=event.to_json(),
+            content_hash=event.content_hash(),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -29,15 +28,6 @@ _INSERT_IGNORING_CONFLICTS = {
 class SuppressionScope(StrEnum):
     ALL = "all"  # hard bounces, invalid addresses: no mail at all
     MARKETING = "marketing"  # complaints, unsubscribes: transactional mail still goes
-
-
-@dataclass(frozen=True, slots=True)
-class Suppression:
-    email: str
-    scope: SuppressionScope
-    reason: str
-    detail: str | None
-    created_at: datetime
 
 
 class Suppressions:
@@ -92,27 +82,5 @@ class Suppressions:
                 params = {"emails": wanted[start : start + 500], "scopes": scopes}
                 blocked.update(conn.execute(_BLOCKED, params).scalars())
             return blocked
-
-        return await self._db.read(work)
-
-    async def list(self, limit: int = 100, offset: int = 0) -> list[Suppression]:
-        query = (
-            select(suppressions)
-            .order_by(suppressions.c.created_at.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-
-        def work(conn: Connection) -> list[Suppression]:
-            return [
-                Suppression(
-                    email=r.email,
-                    scope=SuppressionScope(r.scope),
-                    reason=r.reason,
-                    detail=r.detail,
-                    created_at=r.created_at,
-                )
-                for r in conn.execute(query)
-            ]
 
         return await self._db.read(work)

@@ -14,8 +14,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from ulid import ULID
-
 from postroom.errors import (
     AmbiguousProviderError,
     InvalidMessageError,
@@ -142,18 +140,7 @@ class DeliveryPipeline:
 
     async def _bind(self, items: list[Item], s: Settlement) -> list[Item]:
         """Find or create each message's ledger row and keep those that still need sending."""
-        new = [
-            NewSend(
-                id=str(ULID()),
-                idempotency_key=i.event.effective_idempotency_key(),
-                recipient=i.event.recipient_key,
-                email_type=i.event.email_type,
-                priority=i.priority.value,
-                document=i.event.to_json(),
-                content_hash=i.event.content_hash(),
-            )
-            for i in items
-        ]
+        new = [NewSend.for_event(i.event, i.priority.value) for i in items]
         rows = await self.ledger.find_or_create(new)
         keep: list[Item] = []
         seen: set[str] = set()
