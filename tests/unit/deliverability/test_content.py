@@ -22,38 +22,9 @@ from postroom.rendering import Renderer, TemplateRegistry, bundled_templates_dir
 POSTAL = "Inkwell Media Inc., 548 Market Street, Suite 300, San Francisco, CA 94104"
 
 # Realistic sample data for every bundled email type; the SpamAssassin test renders these too.
+# The bundled types' own [sample] data: what they are checked with at startup.
 TEMPLATE_SAMPLES: dict[str, dict[str, Any]] = {
-    "new_post_notification": {
-        "creator_name": "Maya Lin",
-        "post_title": "What I learned from 100 issues of my newsletter",
-        "post_url": "https://mayalin.inkwell.example/p/100-issues",
-        "post_excerpt": "Two years, nine thousand readers and three habits that kept me writing.",
-        "platform_name": "Inkwell",
-    },
-    "welcome": {
-        "creator_name": "Tom Reyes",
-        "publication_url": "https://tomreyes.inkwell.example",
-        "creator_message": "Thanks for joining. New recipes arrive every Sunday morning.",
-        "platform_name": "Inkwell",
-    },
-    "sign_in_link": {
-        "sign_in_url": "https://inkwell.example/login/verify?token=q8Zr2LkT",
-        "expires_minutes": 15,
-        "platform_name": "Inkwell",
-    },
-    "receipt": {
-        "creator_name": "Tom Reyes",
-        "items": [
-            {"description": "Annual subscription to The Slow Kitchen", "amount": 50},
-            {"description": "Sales tax", "amount": "4.13"},
-        ],
-        "total": 54.13,
-        "currency": "USD",
-        "receipt_number": "INK-2024-118392",
-        "paid_on": "3 March 2024",
-        "receipt_url": "https://inkwell.example/receipts/118392",
-        "platform_name": "Inkwell",
-    },
+    t.name: dict(t.sample) for t in TemplateRegistry.load(bundled_templates_dir())
 }
 
 
@@ -322,10 +293,6 @@ def test_bundled_templates_lint_clean(email_type: str) -> None:
     assert report.errors == [], report.findings
     assert report.score < 5.0
     assert report.verdict() == "ham"
-
-
-def test_every_bundled_template_has_sample_data() -> None:
-    assert set(TEMPLATE_SAMPLES) == set(TemplateRegistry.load(bundled_templates_dir()).names())
 
 
 def test_lint_email_type_refuses_an_unknown_type() -> None:
