@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from postroom.errors import InvalidMessageError
 from postroom.messages import EmailEvent, Priority
-from postroom.queue.base import OutgoingMessage
-from postroom.queue.sql import SqlQueue
+from postroom.queue.base import OutgoingMessage, joining
 from postroom.store.ledger import NewSend, SendRecord, SendStatus
 from postroom.wiring import Postroom
 
@@ -64,12 +63,12 @@ async def submit(
         ]
 
     queue = postroom.queue
-    if isinstance(queue, SqlQueue) and queue.shares(postroom.db):
+    if (joined := joining(queue, postroom.db)) is not None:
         # Same database: ledger rows and queue jobs commit together, nothing in between.
         rows = await postroom.ledger.create_many(
             new,
             refuse_conflicts=True,
-            then=lambda conn, rows: queue.enqueue_within(conn, publishable(rows)),
+            then=lambda conn, rows: joined.enqueue_within(conn, publishable(rows)),
         )
     else:
         rows = await postroom.ledger.create_many(new, refuse_conflicts=True)

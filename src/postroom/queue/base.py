@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from postroom.messages import Priority
 
@@ -107,3 +107,34 @@ class QueueBackend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class JoinsTransactions(Protocol):
+    """A queue that lives in the application database and can take part in a transaction
+    the caller holds, so that ledger rows and queue state commit together (the SQL queue).
+
+    ``conn`` is the store's transaction handle; a caller uses these only when
+    :meth:`shares` says the queue is in the same database.
+    """
+
+    def shares(self, db: object) -> bool: ...
+
+    def enqueue_within(self, conn: Any, messages: Sequence[OutgoingMessage]) -> None: ...
+
+    def ack_within(self, conn: Any, deliveries: Sequence[Delivery]) -> int: ...
+
+    def retry_within(
+        self, conn: Any, delivery: Delivery, delay_seconds: float, error: str
+    ) -> bool: ...
+
+    def release_within(self, conn: Any, delivery: Delivery, delay_seconds: float = 0.0) -> bool: ...
+
+    def dead_letter_within(self, conn: Any, delivery: Delivery, reason: str) -> bool: ...
+
+
+def joining(queue: QueueBackend, db: object) -> JoinsTransactions | None:
+    """``queue`` as a participant in ``db``'s transactions, or None when it cannot be one."""
+    if isinstance(queue, JoinsTransactions) and queue.shares(db):
+        return queue
+    return None

@@ -172,7 +172,7 @@ class SqlQueue:
             rows = [_job(m.id, m.priority.value, m.body, now) for m in messages]
             conn.execute(self._sql.enqueue, rows)
 
-    def shares(self, db: Database) -> bool:
+    def shares(self, db: object) -> bool:
         """Whether this queue lives in ``db``, so :meth:`enqueue_within` can join its
         transactions."""
         return db is self._db

@@ -23,8 +23,7 @@ from postroom.errors import (
 )
 from postroom.messages import EmailEvent, Priority, RenderedEmail, parse_event
 from postroom.providers.base import Provider, SendResult
-from postroom.queue.base import Delivery, QueueBackend
-from postroom.queue.sql import SqlQueue
+from postroom.queue.base import Delivery, QueueBackend, joining
 from postroom.rendering.registry import EmailType, TemplateRegistry
 from postroom.rendering.renderer import Renderer
 from postroom.store.database import Transaction
@@ -354,8 +353,8 @@ class DeliveryPipeline:
                     conn, email, SuppressionScope.ALL, "invalid_address", detail
                 )
 
-        queue = self.queue
-        if isinstance(queue, SqlQueue) and queue.shares(self.ledger.db):
+        queue = joining(self.queue, self.ledger.db)
+        if queue is not None:
 
             def settle(conn: Transaction) -> None:
                 suppress(conn)
