@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -126,9 +126,40 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(default=30.0, ge=0)
     sqlite_synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$")
 
+    # ESP webhooks (POST /webhooks/{provider}); a provider without its credentials is refused.
+    sendgrid_webhook_public_key: str | None = Field(
+        default=None, description="Base64 DER P-256 key from SendGrid's signed event webhook."
+    )
+    mailgun_webhook_signing_key: SecretStr | None = Field(
+        default=None, description="Mailgun's HTTP webhook signing key (not the API key)."
+    )
+    ses_topic_arns: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated SNS topic ARNs SES feedback comes from."
+    )
+    sns_cert_dir: Path | None = Field(
+        default=None, description="Folder of SNS signing certificates; default: fetch over HTTPS."
+    )
+    postmark_webhook_user: str | None = None
+    postmark_webhook_password: SecretStr | None = None
+    webhook_max_age: float = Field(
+        default=300.0, ge=0, description="Seconds a signed webhook timestamp stays valid; 0: off."
+    )
+    webhook_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    soft_bounce_limit: int = Field(
+        default=3, ge=1, description="Soft bounces within the window that suppress an address."
+    )
+    soft_bounce_window: int = Field(
+        default=5, ge=1, description="How many of the address's latest sends are counted."
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_keys(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("ses_topic_arns", mode="before")
+    @classmethod
+    def _parse_topics(cls, value: Any) -> Any:
         return _split_list(value)
 
     @field_validator("retry_schedule", mode="before")

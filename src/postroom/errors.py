@@ -8,11 +8,14 @@
     ├── TemplateError               a template that cannot load or render
     ├── IdempotencyConflictError    same idempotency key, different document
     ├── QueueError                  the queue backend failed; the operation may be retried
-    └── ProviderError               an ESP or SMTP call failed; the subclass says what to do
-        ├── TransientProviderError  try again soon (5xx, connection refused, timeout before send)
-        │   └── RateLimitedError    try again after ``retry_after`` seconds
-        ├── PermanentProviderError  never retry this message (validation, auth, 5.x.x)
-        └── AmbiguousProviderError  the request may have been accepted (lost response)
+    ├── ProviderError               an ESP or SMTP call failed; the subclass says what to do
+    │   ├── TransientProviderError  try again soon (5xx, connection refused, timeout before send)
+    │   │   └── RateLimitedError    try again after ``retry_after`` seconds
+    │   ├── PermanentProviderError  never retry this message (validation, auth, 5.x.x)
+    │   └── AmbiguousProviderError  the request may have been accepted (lost response)
+    └── WebhookError                an ESP webhook request we will not act on
+        ├── WebhookVerificationError  not proven to come from the ESP (``reason`` says why)
+        └── WebhookPayloadError     authentic, but not a payload we understand
 
 Transient, permanent and ambiguous are types rather than flags so that every seam maps its
 low-level failures into this tree in one place and the worker decides by ``isinstance``.
@@ -102,3 +105,21 @@ class PermanentProviderError(ProviderError):
 
 class AmbiguousProviderError(ProviderError):
     """The request reached the provider but its answer was lost: it may have been sent."""
+
+
+class WebhookError(PostroomError):
+    """An ESP webhook request that Postroom will not act on."""
+
+
+class WebhookVerificationError(WebhookError):
+    """The request is not proven to come from the ESP. ``reason`` is a short class:
+    ``signature``, ``unauthorized``, ``stale``, ``replay``, ``certificate``, ``topic``,
+    ``too_large`` or ``malformed``. Messages never contain a secret."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class WebhookPayloadError(WebhookError):
+    """The request verified but its body is not a payload this ESP's parser understands."""
