@@ -149,6 +149,34 @@ events = Table(
     Column("occurred_at", UtcDateTime, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     Column("payload", LargeBinary, nullable=False),
+    # Added in 0002: a hash of (provider, ESP event id, recipient, type), so an event the ESP
+    # sends again under its id is stored once even if its content changed; dedupe_key is the
+    # content hash, for ESPs (SendGrid) that re-send the same event under a new id.
+    Column("event_key", String(64)),
     Index(None, "send_id"),
     Index(None, "recipient", "occurred_at"),
+    Index(None, "event_key", unique=True),
+)
+
+# Feedback state per send (added in 0002): the strongest outcome heard so far, so a late
+# ``delivered`` never undoes a ``bounced_hard``. ``recipient``/``send_created_at`` copy the
+# send's, to count an address's latest outcomes (the soft-bounce rule) from this table alone.
+send_feedback = Table(
+    "send_feedback",
+    metadata,
+    Column("send_id", String(26), ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True),
+    Column("recipient", String(320), nullable=False),
+    Column("send_created_at", UtcDateTime, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "recipient", "send_created_at"),
+)
+
+# One-use webhook tokens (Mailgun's), remembered until they expire (added in 0002).
+webhook_tokens = Table(
+    "webhook_tokens",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index(None, "expires_at"),
 )

@@ -8,6 +8,7 @@ one per ``mail.destination``. SNS control messages and non-SES messages become `
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Collection
 from typing import Any
 
@@ -119,7 +120,7 @@ def map_record(record: dict[str, Any]) -> list[dict[str, Any]]:
         "provider": "ses",
         "esp_event": kind,
         "esp_message_id": message_id,
-        "postroom_send_id": _tag(tags, "postroom_send_id"),
+        "postroom_send_id": _send_id(tags),
         "lookup_ids": (message_id,) if message_id else (),
     }
     detail_key = {"Rendering Failure": "failure", "DeliveryDelay": "deliveryDelay"}.get(
@@ -251,3 +252,15 @@ def _subscription(detail: dict[str, Any]) -> dict[str, Any]:
 def _tag(tags: dict[str, Any], name: str) -> str | None:
     values = tags.get(name)
     return text(values[0]) if isinstance(values, list) and values else None
+
+
+def _send_id(tags: dict[str, Any]) -> str | None:
+    """Our send id from the message tags; one outside SES's tag alphabet travels in base32."""
+    plain = _tag(tags, "postroom_send_id")
+    encoded = _tag(tags, "postroom_send_id_b32")
+    if plain or not encoded:
+        return plain
+    try:
+        return base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
