@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -54,7 +54,9 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default: SQLite file in the data dir."
     )
     queue_url: str = Field(default="sql://", description="sql:// uses the application database.")
-    provider: str = Field(default="outbox", description="outbox or smtp.")
+    provider: str = Field(
+        default="outbox", description="outbox, smtp, sendgrid, mailgun, ses or postmark."
+    )
     templates_dir: Path | None = Field(
         default=None, description="Folder of email types; default: the bundled examples."
     )
@@ -151,6 +153,28 @@ class Settings(BaseSettings):
     soft_bounce_window: int = Field(
         default=5, ge=1, description="How many of the address's latest sends are counted."
     )
+
+    # ESP providers (POSTROOM_PROVIDER=sendgrid|mailgun|ses|postmark); *_BASE_URL points a
+    # provider at a regional endpoint, a staging proxy or a test fake.
+    esp_timeout: float = Field(default=30.0, gt=0, description="Seconds for one ESP API call.")
+    esp_connect_timeout: float = Field(default=10.0, gt=0)
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    mailgun_api_key: SecretStr | None = None
+    mailgun_domain: str | None = Field(default=None, description="The sending domain.")
+    mailgun_region: Literal["us", "eu"] = "us"
+    mailgun_base_url: str | None = Field(default=None, description="Default: the region's API.")
+    postmark_server_token: SecretStr | None = None
+    postmark_message_stream: str = "outbound"
+    postmark_base_url: str = "https://api.postmarkapp.com"
+    ses_region: str | None = Field(default=None, description="Default: AWS_REGION.")
+    ses_access_key_id: str | None = Field(
+        default=None, description="Default: the AWS credential chain (env, profile, role)."
+    )
+    ses_secret_access_key: SecretStr | None = None
+    ses_session_token: SecretStr | None = None
+    ses_base_url: str | None = Field(default=None, description="SES endpoint URL override.")
+    ses_configuration_set: str | None = None
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -122,8 +122,25 @@ def build_provider(settings: Settings) -> Provider:
             verify_tls=settings.smtp_verify_tls,
             signer=build_signer(settings),
         )
+    if settings.provider == "sendgrid":
+        from postroom.providers.sendgrid import SendGridProvider
+
+        return SendGridProvider.from_settings(settings)
+    if settings.provider == "mailgun":
+        from postroom.providers.mailgun import MailgunProvider
+
+        return MailgunProvider.from_settings(settings)
+    if settings.provider == "ses":
+        from postroom.providers.ses import SesProvider
+
+        return SesProvider.from_settings(settings)
+    if settings.provider == "postmark":
+        from postroom.providers.postmark import PostmarkProvider
+
+        return PostmarkProvider.from_settings(settings)
     raise ConfigurationError(
-        f"POSTROOM_PROVIDER: unknown provider {settings.provider!r}; use outbox or smtp"
+        f"POSTROOM_PROVIDER: unknown provider {settings.provider!r}; "
+        "use outbox, smtp, sendgrid, mailgun, ses or postmark"
     )
 
 

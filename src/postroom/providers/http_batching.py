@@ -1,0 +1,145 @@
+"""Group rendered messages into ESP batch calls (SendGrid personalizations, Mailgun recipient
+variables).
+
+Those APIs take one content for the whole call and substitute per-recipient values into it.
+Our messages arrive fully rendered, one per recipient, so a newsletter's copies differ only in
+a few values: the unsubscribe URL, the send id, the address, the name. :func:`personalize`
+replaces those values by placeholders; messages whose content is then identical share a call,
+with each recipient's values given back as substitutions. The substitution is an exact inverse,
+so every recipient receives byte for byte what was rendered for them. Messages whose content
+differs in any other way (a sign-in link) go in calls of their own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from postroom.messages import RenderedEmail
+
+__all__ = ["Personalized", "alone", "group_for_batch", "personalize"]
+
+MIN_VALUE_LENGTH = 3
+"""Shorter values (a two-letter name) are not replaced in the content: replacing every "Al"
+would bloat the call for little gain. Their messages simply group less."""
+_ANGLE_TARGETS = re.compile(r"<([^<>]+)>")
+_SENTINEL = "\x00"  # never in a header-checked value; content holding it is not grouped
+
+
+@dataclass(frozen=True, slots=True)
+class Personalized:
+    """One message with its per-recipient values replaced by placeholders."""
+
+    email: RenderedEmail
+    subject: str
+    html: str
+    text: str
+    headers: Mapping[str, str]
+    values: Mapping[str, str]  # placeholder variable name -> this recipient's value
+    key: tuple[object, ...]  # equal keys can share one call
+
+
+def alone(email: RenderedEmail) -> Personalized:
+    """The message as it is, in a call of its own (ESPs without a substitution batch)."""
+    return Personalized(
+        email, email.subject, email.html, email.text, dict(email.headers),
+        recipient_values(email), key=("alone", email.send_id),
+    )  # fmt: skip
+
+
+def recipient_values(email: RenderedEmail) -> dict[str, str]:
+    """The values that legitimately differ between copies of one mailing."""
+    values = {
+        "send_id": email.send_id,
+        "message_id": email.message_id,
+        "recipient": email.recipient,
+        "name": email.recipient_name or "",
+    }
+    targets = _ANGLE_TARGETS.findall(email.headers.get("List-Unsubscribe", ""))
+    for index, target in enumerate(targets):
+        values[f"unsubscribe_{index}"] = target
+    return values
+
+
+def personalize(
+    email: RenderedEmail, placeholder: Callable[[str], str], *, marker_prefix: str
+) -> Personalized:
+    """Replace this recipient's values by ``placeholder(name)`` in subject, bodies and headers.
+
+    When the content already contains the ESP's marker syntax (or a value does), nothing is
+    replaced and the key is unique to the message: it then travels in a call of its own.
+    """
+    values = recipient_values(email)
+    parts = [email.subject, email.html, email.text, *email.headers.values()]
+    unsafe = any(marker_prefix in part or _SENTINEL in part for part in parts) or any(
+        marker_prefix in value for value in values.values()
+    )
+    if unsafe:
+        return alone(email)
+    # Longest first, so a value inside another (the send id inside the Message-ID) is replaced
+    # as part of the longer one. Sentinels first and markers last, so no replacement can match
+    # inside a marker inserted earlier.
+    order = sorted(
+        (name for name, value in values.items() if len(value) >= MIN_VALUE_LENGTH),
+        key=lambda name: -len(values[name]),
+    )
+    replaced: list[tuple[str, str]] = []  # (value, sentinel)
+    markers: list[tuple[str, str]] = []  # (sentinel, ESP placeholder)
+    seen: set[str] = set()
+    for index, name in enumerate(order):
+        value = values[name]
+        if value in seen:
+            continue  # the same value under two names: the first name stands for it
+        seen.add(value)
+        sentinel = f"{_SENTINEL}{index}{_SENTINEL}"
+        replaced.append((value, sentinel))
+        markers.append((sentinel, placeholder(name)))
+
+    def swap(part: str) -> str:
+        for value, sentinel in replaced:
+            if value in part:
+                part = part.replace(value, sentinel)
+        if _SENTINEL in part:
+            for sentinel, marker in markers:
+                part = part.replace(sentinel, marker)
+        return part
+
+    subject, html, text = swap(email.subject), swap(email.html), swap(email.text)
+    headers = {name: swap(value) for name, value in email.headers.items()}
+    key = (
+        email.sender,
+        email.email_type,
+        email.category,
+        subject,
+        html,
+        text,
+        tuple(sorted(headers.items())),
+    )
+    return Personalized(email, subject, html, text, headers, values, key)
+
+
+def group_for_batch(items: Iterable[Personalized], max_size: int) -> list[list[Personalized]]:
+    """Calls of at most ``max_size`` messages with equal keys and distinct recipients.
+
+    ESPs key per-recipient data by address (Mailgun) or reject an address twice in one call
+    (SendGrid), so a second message to the same address goes in another call.
+    """
+    open_calls: dict[tuple[object, ...], list[list[Personalized]]] = {}
+    calls: list[list[Personalized]] = []
+    addresses: dict[int, set[str]] = {}
+    for item in items:
+        address = item.email.recipient.lower()
+        candidates = open_calls.setdefault(item.key, [])
+        for call in candidates:
+            taken = addresses[id(call)]
+            if len(call) < max_size and address not in taken:
+                call.append(item)
+                taken.add(address)
+                break
+        else:
+            call = [item]
+            candidates.append(call)
+            calls.append(call)
+            addresses[id(call)] = {address}
+    return calls
