@@ -64,6 +64,36 @@ def check_header_value(value: str, field: str) -> str:
     return value
 
 
+# Plain ASCII addresses, the great majority, are checked here without email_validator, which
+# costs ~100 µs an address (a tenth of a send's CPU budget): a dot-atom local part and an LDH
+# domain with an alphabetic top-level label. For these email_validator's answer is the
+# address with its domain lower-cased (a property test holds the two to that). Anything
+# else (quoted or non-ASCII parts, IDNA labels, special-use domains) goes to email_validator.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN_ADDRESS = re.compile(rf"({_ATOM}(?:\.{_ATOM})*)@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
+_SPECIAL_USE_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+
+
+def normalized_address(value: str) -> str:
+    """``value`` as a valid, normalized address; ValueError with the reason when invalid."""
+    plain = _PLAIN_ADDRESS.fullmatch(value)
+    if plain is not None:
+        local, domain = plain.group(1), plain.group(2).lower()
+        if (
+            len(local) <= 64
+            and len(value) <= 254
+            and "--" not in domain
+            and domain.rpartition(".")[2] not in _SPECIAL_USE_TLDS
+        ):
+            return f"{local}@{domain}"
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+    return str(checked.normalized)
+
+
 class EmailEvent(BaseModel):
     """One email to one recipient, as a producer describes it."""
 
@@ -81,11 +111,7 @@ class EmailEvent(BaseModel):
     @classmethod
     def _valid_address(cls, value: str) -> str:
         check_header_value(value, "recipient_email")
-        try:
-            checked = validate_email(value, check_deliverability=False)
-        except EmailNotValidError as exc:
-            raise ValueError(str(exc)) from None
-        return checked.normalized
+        return normalized_address(value)
 
     @field_validator("recipient_name", "idempotency_key")
     @classmethod

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from sqlalchemy import (
     BindParameter,
@@ -41,6 +41,7 @@ from postroom.messages import Priority
 from postroom.queue.base import DeadLetter, Delivery, OutgoingMessage
 from postroom.store.database import Database
 from postroom.store.schema import dead_letters, queue_jobs
+from postroom.store.sqlite_driver import sqlite_connection
 
 _CLASSES = sorted(Priority, key=lambda priority: priority.rank)
 # Well under SQLite's bound-parameter limit (32,766) for IN lists.
@@ -116,6 +117,30 @@ _LETTER_PAGE = (
 _LETTER = select(dead_letters).where(_dead.id == bindparam("letter_id", type_=String))
 _DEPTH = select(_jobs.queue, func.count()).group_by(_jobs.queue)
 
+# The hot statements again as SQL for the stdlib driver on SQLite (see
+# ``postroom.store.sqlite_driver``: Core costs more than the statement there). Same index
+# order as ``claim_select``.
+_SQLITE_ENQUEUE = (
+    "INSERT INTO queue_jobs (id, queue, body, available_at, attempt, deliveries, receipt, "
+    "created_at) VALUES (:id, :queue, :body, :available_at, :attempt, :deliveries, :receipt, "
+    ":created_at) ON CONFLICT (id) DO NOTHING"
+)
+_SQLITE_CLAIM = (
+    "SELECT id, body, attempt, deliveries FROM queue_jobs WHERE queue = ? AND available_at <= ? "
+    "ORDER BY available_at LIMIT ?"
+)
+_SQLITE_LEASE = (
+    "UPDATE queue_jobs SET available_at = ?, deliveries = deliveries + 1, receipt = ? WHERE id = ?"
+)
+_SQLITE_ACK = "DELETE FROM queue_jobs WHERE id = ? AND receipt = ?"
+
+
+class _JobRow(NamedTuple):
+    id: str
+    body: bytes
+    attempt: int
+    deliveries: int
+
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _CHUNK):
@@ -170,7 +195,11 @@ class SqlQueue:
         if messages:
             now = self._clock()
             rows = [_job(m.id, m.priority.value, m.body, now) for m in messages]
-            conn.execute(self._sql.enqueue, rows)
+            driver = sqlite_connection(conn)
+            if driver is None:
+                conn.execute(self._sql.enqueue, rows)
+            else:
+                driver.executemany(_SQLITE_ENQUEUE, rows)
 
     def shares(self, db: object) -> bool:
         """Whether this queue lives in ``db``, so :meth:`enqueue_within` can join its
@@ -190,15 +219,23 @@ class SqlQueue:
         # still tells this lease from any later one.
         receipt = secrets.token_hex(16)
         claimed: list[Delivery] = []
+        driver = sqlite_connection(conn)
         for priority, statement in self._sql.claims:
             while len(claimed) < max_messages:
                 wanted = max_messages - len(claimed)
-                rows = conn.execute(statement, {"now": now, "limit": wanted}).all()
+                rows: Sequence[Row[Any] | _JobRow]
+                if driver is None:
+                    rows = conn.execute(statement, {"now": now, "limit": wanted}).all()
+                else:
+                    found = driver.execute(_SQLITE_CLAIM, (priority.value, now, wanted))
+                    rows = [_JobRow._make(values) for values in found]
                 poison = [row for row in rows if row.deliveries >= self._max_deliveries]
                 ready = [row for row in rows if row.deliveries < self._max_deliveries]
-                if ready:
+                if ready and driver is None:
                     ids = [row.id for row in ready]
                     conn.execute(_LEASE, {"ids": ids, "until": until, "new_receipt": receipt})
+                elif ready and driver is not None:
+                    driver.executemany(_SQLITE_LEASE, [(until, receipt, r.id) for r in ready])
                 claimed += [_delivery(row, priority, receipt) for row in ready]
                 self._bury_poison(conn, poison, priority, now)
                 # Buried rows made room: look again, unless the class ran dry.
@@ -207,7 +244,11 @@ class SqlQueue:
         return claimed
 
     def _bury_poison(
-        self, conn: Connection, rows: Sequence[Row[Any]], priority: Priority, now: float
+        self,
+        conn: Connection,
+        rows: Sequence[Row[Any] | _JobRow],
+        priority: Priority,
+        now: float,
     ) -> None:
         # A job handed out this often without ack, retry or dead-letter keeps crashing workers.
         if not rows:
@@ -254,6 +295,9 @@ class SqlQueue:
     # together: no window in which a sent message is still leased, or the reverse.
 
     def ack_within(self, conn: Connection, deliveries: Sequence[Delivery]) -> int:
+        driver = sqlite_connection(conn)
+        if driver is not None:
+            return sum(driver.execute(_SQLITE_ACK, (d.id, d.receipt)).rowcount for d in deliveries)
         ids_by_receipt: dict[str, list[str]] = defaultdict(list)
         for delivery in deliveries:
             ids_by_receipt[delivery.receipt].append(delivery.id)
@@ -370,7 +414,7 @@ def _letter(
     return {"id": letter_id, "queue": queue, "body": body, "attempt": attempt, "dead_at": dead_at}
 
 
-def _delivery(row: Row[Any], priority: Priority, receipt: str) -> Delivery:
+def _delivery(row: Row[Any] | _JobRow, priority: Priority, receipt: str) -> Delivery:
     return Delivery(
         id=row.id,
         priority=priority,

@@ -136,7 +136,7 @@ class Renderer:
             when = when.replace(tzinfo=UTC)
         return RenderedEmail(
             send_id=send_id,
-            message_id=f"<{send_id}@{self._sender_domain}>",
+            message_id=self.message_id(send_id),
             sender=self._sender,
             recipient=event.recipient_email,
             recipient_name=event.recipient_name,
@@ -149,6 +149,10 @@ class Renderer:
             category=email_type.category,
             metadata=_stringify(event.metadata),
         )
+
+    def message_id(self, send_id: str) -> str:
+        """The Message-ID of a send: stable across retries, known before rendering."""
+        return f"<{send_id}@{self._sender_domain}>"
 
     def check_subject(self, event: EmailEvent) -> None:
         """Render only the subject, so an API can refuse a bad document before enqueueing."""

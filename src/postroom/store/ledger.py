@@ -30,6 +30,7 @@ from postroom.errors import IdempotencyConflictError
 from postroom.messages import EmailEvent
 from postroom.store.database import Database
 from postroom.store.schema import send_attempts, sends
+from postroom.store.sqlite_driver import loaded_time, sqlite_connection, stored_time
 
 
 class SendStatus(StrEnum):
@@ -198,6 +199,60 @@ def _record(row: Row[Any]) -> SendRecord:
     )
 
 
+# The same statements as SQL for the stdlib driver (see ``store.sqlite_driver``). They are
+# built from the schema's names and constants only (hence S608 is off for this module);
+# values are always bound.
+_NAMES = [c.name for c in _RECORD_COLUMNS]
+_TIMES = {"created_at", "updated_at", "sent_at"}
+_SQLITE_BY_KEY = (
+    f"SELECT {', '.join(_NAMES)} FROM sends WHERE idempotency_key = ? AND recipient = ?"
+)
+_INSERTED = [
+    "id",
+    "idempotency_key",
+    "recipient",
+    "email_type",
+    "priority",
+    "status",
+    "attempts",
+    "document",
+    "content_hash",
+    "created_at",
+    "updated_at",
+]  # the keys of ``_new_row``
+_SQLITE_INSERT = (
+    f"INSERT INTO sends ({', '.join(_INSERTED)}) "
+    f"VALUES ({', '.join(':' + n for n in _INSERTED)}) ON CONFLICT DO NOTHING"
+)
+_SQLITE_BEGIN_SENDING = (
+    "UPDATE sends SET status = 'sending', attempts = attempts + 1, provider = ?, "
+    "updated_at = ?, message_id = ? "
+    f"WHERE id = ? AND status IN ({', '.join(repr(s.value) for s in SENDABLE)}) RETURNING id"
+)
+_SQLITE_SET_OUTCOME = (
+    "UPDATE sends SET status = :b_status, updated_at = :b_now, last_error = :b_error, "
+    "provider = coalesce(:b_provider, provider){} WHERE id = :b_id"
+)
+_SQLITE_OUTCOME = _SQLITE_SET_OUTCOME.format("")
+_SQLITE_SENT = _SQLITE_SET_OUTCOME.format(
+    ", sent_at = :b_now, provider_message_id = :b_provider_message_id"
+)
+_SQLITE_ATTEMPT_NUMBER = "SELECT attempts FROM sends WHERE id = ?"
+_SQLITE_INSERT_ATTEMPT = (
+    "INSERT INTO send_attempts (send_id, attempt, outcome, provider, provider_message_id, "
+    "error, at) VALUES (:send_id, :attempt, :outcome, :provider, :provider_message_id, "
+    ":error, :at)"
+)
+
+
+def _record_from_driver(values: Sequence[Any]) -> SendRecord:
+    fields = dict(zip(_NAMES, values, strict=True))
+    for name in _TIMES:
+        fields[name] = loaded_time(fields[name])
+    fields["status"] = SendStatus(fields["status"])
+    return SendRecord(**fields)
+
+
 class Ledger:
     """Repository of sends and their attempts."""
 
@@ -223,25 +278,10 @@ class Ledger:
         if not new:
             return []
         now = self._now()
-        values = [
-            {
-                "id": n.id,
-                "idempotency_key": n.idempotency_key,
-                "recipient": n.recipient,
-                "email_type": n.email_type,
-                "priority": n.priority,
-                "status": SendStatus.QUEUED.value,
-                "attempts": 0,
-                "document": n.document,
-                "content_hash": n.content_hash,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for n in new
-        ]
+        values = [_new_row(n, now) for n in new]
 
         def work(conn: Connection) -> list[tuple[SendRecord, bool]]:
-            conn.execute(_insert_ignoring_conflicts(conn), values)
+            _insert_ignoring_conflicts(conn, values)
             found = _by_keys(conn, _keys(new))
             result = [(found[(n.idempotency_key, n.recipient)], n) for n in new]
             if refuse_conflicts:
@@ -256,14 +296,20 @@ class Ledger:
 
         return await self._db.write(work)
 
-    async def find_or_create(self, new: Sequence[NewSend]) -> list[tuple[SendRecord, bool]]:
-        """Like :meth:`create_many`, but looks first without the write lock: a worker binding
-        messages that the API recorded finds every row and writes nothing."""
+    def find_or_create_within(
+        self, conn: Connection, new: Sequence[NewSend]
+    ) -> list[tuple[SendRecord, bool]]:
+        """Each message's row, created when missing (a document published straight onto the
+        queue has none yet), with whether it was created; in the caller's transaction."""
         keys = _keys(new)
-        found = await self._db.read(lambda conn: _by_keys(conn, keys))
-        if len(found) == len(set(keys)):
-            return [(found[key], False) for key in keys]
-        return await self.create_many(new)
+        found = _by_keys(conn, keys)
+        if len(found) < len(set(keys)):
+            now = self._now()
+            _insert_ignoring_conflicts(
+                conn, [_new_row(n, now) for n in new if _key(n) not in found]
+            )
+            found = _by_keys(conn, keys)
+        return [(found[_key(n)], found[_key(n)].id == n.id) for n in new]
 
     async def get(self, send_id: str) -> SendRecord | None:
         def work(conn: Connection) -> SendRecord | None:
@@ -295,52 +341,60 @@ class Ledger:
         return await self._db.read(work)
 
     async def begin_sending(self, claims: Sequence[tuple[str, str]], provider: str) -> set[str]:
+        """:meth:`begin_sending_within` in a transaction of its own."""
+        return await self._db.write(lambda conn: self.begin_sending_within(conn, claims, provider))
+
+    def begin_sending_within(
+        self, conn: Connection, claims: Sequence[tuple[str, str]], provider: str
+    ) -> set[str]:
         """Move rows to ``sending`` (written before the provider call); returns the ids moved.
 
         ``claims`` pairs each send id with the Message-ID it will carry. A row already in
         ``sending`` or in a final state is left alone: someone else holds it or it is done.
         """
         now = self._now()
-
         message_ids = dict(claims)
-
-        def work(conn: Connection) -> set[str]:
-            moved: set[str] = set()
-            ids = list(message_ids)
-            for start in range(0, len(ids), _CHUNK):
-                params = {
-                    "b_ids": ids[start : start + _CHUNK],
-                    "b_provider": provider,
-                    "b_now": now,
-                }
-                moved.update(conn.execute(_BEGIN_SENDING, params).scalars())
-            if moved:
-                conn.execute(
-                    _SET_MESSAGE_ID,
-                    [{"b_id": i, "b_message_id": message_ids[i]} for i in moved],
-                )
-            return moved
-
-        return await self._db.write(work)
+        driver = sqlite_connection(conn)
+        if driver is not None:
+            when = stored_time(now)
+            return {
+                send_id
+                for send_id, message_id in message_ids.items()
+                if driver.execute(
+                    _SQLITE_BEGIN_SENDING, (provider, when, message_id, send_id)
+                ).fetchall()
+            }
+        moved: set[str] = set()
+        ids = list(message_ids)
+        for start in range(0, len(ids), _CHUNK):
+            params = {"b_ids": ids[start : start + _CHUNK], "b_provider": provider, "b_now": now}
+            moved.update(conn.execute(_BEGIN_SENDING, params).scalars())
+        if moved:
+            conn.execute(
+                _SET_MESSAGE_ID, [{"b_id": i, "b_message_id": message_ids[i]} for i in moved]
+            )
+        return moved
 
     async def note_ambiguous(self, send_ids: Sequence[str], error: str) -> set[str]:
+        """:meth:`note_ambiguous_within` in a transaction of its own."""
+        return await self._db.write(lambda conn: self.note_ambiguous_within(conn, send_ids, error))
+
+    def note_ambiguous_within(
+        self, conn: Connection, send_ids: Sequence[str], error: str
+    ) -> set[str]:
         """Mark abandoned ``sending`` rows ambiguous, with an attempt row each; returns the ids
         marked. A row that left ``sending`` meanwhile (its worker was alive and finished) is
         left alone, so a late note can never overwrite ``sent``."""
         if not send_ids:
             return set()
         now = self._now()
-
-        def work(conn: Connection) -> set[str]:
-            params = {"ids": list(send_ids), "b_now": now, "b_error": error}
-            marked = set(conn.execute(_MARK_AMBIGUOUS, params).scalars())
-            if marked:
-                _insert_attempts(
-                    conn, [Outcome(i, SendStatus.AMBIGUOUS, error=error) for i in marked], now
-                )
-            return marked
-
-        return await self._db.write(work)
+        params = {"ids": list(send_ids), "b_now": now, "b_error": error}
+        marked = set(conn.execute(_MARK_AMBIGUOUS, params).scalars())
+        if marked:
+            _insert_attempts(
+                conn, [Outcome(i, SendStatus.AMBIGUOUS, error=error) for i in marked], now
+            )
+        return marked
 
     async def touch_sending(self, send_ids: Sequence[str]) -> None:
         """Refresh ``updated_at`` of rows this worker is still sending, so that they do not
@@ -370,12 +424,21 @@ class Ledger:
                 then(conn)
             if not outcomes:
                 return
-            for statement, group in (
-                (_SET_SENT, [o for o in outcomes if o.status is SendStatus.SENT]),
-                (_SET_OUTCOME, [o for o in outcomes if o.status is not SendStatus.SENT]),
+            driver = sqlite_connection(conn)
+            for (statement, sql), group in (
+                ((_SET_SENT, _SQLITE_SENT), [o for o in outcomes if o.status is SendStatus.SENT]),
+                (
+                    (_SET_OUTCOME, _SQLITE_OUTCOME),
+                    [o for o in outcomes if o.status is not SendStatus.SENT],
+                ),
             ):
-                if group:
+                if not group:
+                    continue
+                if driver is None:
                     conn.execute(statement, [_outcome_params(o, now) for o in group])
+                else:
+                    when = stored_time(now)
+                    driver.executemany(sql, [_outcome_params(o, when) for o in group])
             _insert_attempts(conn, outcomes, now)
 
         await self._db.write(work)
@@ -406,6 +469,13 @@ def _by_keys(
     conn: Connection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], SendRecord]:
     found: dict[tuple[str, str], SendRecord] = {}
+    driver = sqlite_connection(conn)
+    if driver is not None:
+        for key in dict.fromkeys(keys):
+            values = driver.execute(_SQLITE_BY_KEY, key).fetchone()
+            if values is not None:
+                found[key] = _record_from_driver(values)
+        return found
     for start in range(0, len(keys), _CHUNK):
         for row in conn.execute(_BY_KEYS, {"keys": list(keys[start : start + _CHUNK])}):
             record = _record(row)
@@ -415,30 +485,59 @@ def _by_keys(
 
 def _insert_attempts(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
     """An audit row per outcome, numbered by the send's attempt counter."""
+    driver = sqlite_connection(conn)
+    if driver is not None:
+        when = stored_time(now)
+        rows = []
+        for o in outcomes:
+            number = driver.execute(_SQLITE_ATTEMPT_NUMBER, (o.send_id,)).fetchone()
+            rows.append(_attempt_row(o, number[0] if number else 0, when))
+        driver.executemany(_SQLITE_INSERT_ATTEMPT, rows)
+        return
     ids = [o.send_id for o in outcomes]
     attempts = {row.id: row.attempts for row in conn.execute(_ATTEMPT_NUMBERS, {"ids": ids})}
     conn.execute(
-        _INSERT_ATTEMPTS,
-        [
-            {
-                "send_id": o.send_id,
-                "attempt": attempts.get(o.send_id, 0),
-                "outcome": o.status.value,
-                "provider": o.provider,
-                "provider_message_id": o.provider_message_id,
-                "error": o.error,
-                "at": now,
-            }
-            for o in outcomes
-        ],
+        _INSERT_ATTEMPTS, [_attempt_row(o, attempts.get(o.send_id, 0), now) for o in outcomes]
     )
 
 
+def _attempt_row(outcome: Outcome, attempt: int, at: datetime | str) -> dict[str, Any]:
+    return {
+        "send_id": outcome.send_id,
+        "attempt": attempt,
+        "outcome": outcome.status.value,
+        "provider": outcome.provider,
+        "provider_message_id": outcome.provider_message_id,
+        "error": outcome.error,
+        "at": at,
+    }
+
+
+def _new_row(new: NewSend, now: datetime) -> dict[str, Any]:
+    return {
+        "id": new.id,
+        "idempotency_key": new.idempotency_key,
+        "recipient": new.recipient,
+        "email_type": new.email_type,
+        "priority": new.priority,
+        "status": SendStatus.QUEUED.value,
+        "attempts": 0,
+        "document": new.document,
+        "content_hash": new.content_hash,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _key(new: NewSend) -> tuple[str, str]:
+    return (new.idempotency_key, new.recipient)
+
+
 def _keys(new: Sequence[NewSend]) -> list[tuple[str, str]]:
-    return [(n.idempotency_key, n.recipient) for n in new]
+    return [_key(n) for n in new]
 
 
-def _outcome_params(outcome: Outcome, now: datetime) -> dict[str, Any]:
+def _outcome_params(outcome: Outcome, now: datetime | str) -> dict[str, Any]:
     return {
         "b_id": outcome.send_id,
         "b_status": outcome.status.value,
@@ -455,5 +554,14 @@ _INSERT_IGNORING_CONFLICTS = {
 }
 
 
-def _insert_ignoring_conflicts(conn: Connection) -> Any:
-    return _INSERT_IGNORING_CONFLICTS[conn.dialect.name]
+def _insert_ignoring_conflicts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    driver = sqlite_connection(conn)
+    if driver is None:
+        conn.execute(_INSERT_IGNORING_CONFLICTS[conn.dialect.name], rows)
+        return
+    driver.executemany(
+        _SQLITE_INSERT,
+        [r | {key: stored_time(r[key]) for key in ("created_at", "updated_at")} for r in rows],
+    )

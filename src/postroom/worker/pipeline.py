@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from postroom.errors import (
     AmbiguousProviderError,
@@ -66,6 +66,10 @@ class Settlement:
     # resend after a crash leaves its trace even when the resend then succeeds.
     noted: list[Item] = field(default_factory=list)
 
+    def absorb(self, other: Settlement) -> None:
+        for name in self.__slots__:
+            getattr(self, name).extend(getattr(other, name))
+
 
 @dataclass
 class PipelineStats:
@@ -78,6 +82,10 @@ class PipelineStats:
     dead_lettered: int = 0
     ambiguous: int = 0
     ambiguous_resent: int = 0
+
+    def absorb(self, other: PipelineStats) -> None:
+        for counter in fields(self):
+            setattr(self, counter.name, getattr(self, counter.name) + getattr(other, counter.name))
 
 
 class DeliveryPipeline:
@@ -112,11 +120,8 @@ class DeliveryPipeline:
     async def process(self, deliveries: list[Delivery]) -> None:
         s = Settlement()
         items = self._parse(deliveries, s)
-        items = await self._bind(items, s)
-        items = await self._note_abandoned(items, s)
-        items = await self._drop_suppressed(items, s)
+        items = await self._prepare(items, s)
         items = self._render(items, s)
-        items = await self._claim(items, s)
         if items:
             async with self._heartbeat(items):
                 results = await self.handover.send([i.rendered for i in items if i.rendered])
@@ -137,10 +142,41 @@ class DeliveryPipeline:
             items.append(Item(d, event, email_type, priority=priority))
         return items
 
-    async def _bind(self, items: list[Item], s: Settlement) -> list[Item]:
-        """Find or create each message's ledger row and keep those that still need sending."""
+    async def _prepare(self, items: list[Item], s: Settlement) -> list[Item]:
+        """Bind each message to its ledger row, drop what must not go out, and mark the rest
+        ``sending`` (design §4: before the provider call), all in one transaction: on the
+        embedded database every transaction is a turn at the one write lock that the API
+        and every worker share.
+
+        The stages note what they decide in a settlement of their own, merged only after the
+        commit: the database may run ``work`` again when its lock is busy.
+        """
+        if not items:
+            return []
         new = [NewSend.for_event(i.event, i.priority.value) for i in items]
-        rows = await self.ledger.find_or_create(new)
+
+        def work(conn: Transaction) -> tuple[list[Item], Settlement, PipelineStats]:
+            decided, counts = Settlement(), PipelineStats()
+            rows = self.ledger.find_or_create_within(conn, new)
+            keep = self._bind(items, new, rows, decided, counts)
+            keep = self._note_abandoned(conn, keep, decided)
+            keep = self._drop_suppressed(conn, keep, decided, counts)
+            return self._mark_sending(conn, keep, decided), decided, counts
+
+        keep, decided, counts = await self.ledger.db.write(work)
+        s.absorb(decided)
+        self.stats.absorb(counts)
+        return keep
+
+    def _bind(
+        self,
+        items: list[Item],
+        new: list[NewSend],
+        rows: list[tuple[SendRecord, bool]],
+        s: Settlement,
+        counts: PipelineStats,
+    ) -> list[Item]:
+        """Keep the messages whose ledger row still needs sending."""
         keep: list[Item] = []
         seen: set[str] = set()
         for item, send, (record, _created) in zip(items, new, rows, strict=True):
@@ -153,7 +189,7 @@ class DeliveryPipeline:
                     )
                 )
             elif record.status in FINAL:
-                self.stats.duplicates += 1
+                counts.duplicates += 1
                 s.ack.append(item.delivery)
             elif record.id in seen or (
                 record.status is SendStatus.SENDING
@@ -161,21 +197,21 @@ class DeliveryPipeline:
             ):
                 # Another copy is being handled right now; look again when its lease is over.
                 s.release.append((item.delivery, self.lease_seconds))
-            elif self._ambiguous_and_kept(item, record, s):
+            elif self._ambiguous_and_kept(item, record, s, counts):
                 continue
             else:
                 seen.add(record.id)
                 keep.append(item)
         return keep
 
-    async def _note_abandoned(self, items: list[Item], s: Settlement) -> list[Item]:
+    def _note_abandoned(self, conn: Transaction, items: list[Item], s: Settlement) -> list[Item]:
         """Mark abandoned rows ambiguous before resending them. One that left ``sending`` in
         the meantime was not abandoned after all: look at it again later."""
         if not s.noted:
             return items
         noted = {i.send_id for i in s.noted}
-        marked = await self.ledger.note_ambiguous(
-            sorted(noted), "outcome unknown; resent by policy"
+        marked = self.ledger.note_ambiguous_within(
+            conn, sorted(noted), "outcome unknown; resent by policy"
         )
         keep = []
         for item in items:
@@ -208,7 +244,9 @@ class DeliveryPipeline:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    def _ambiguous_and_kept(self, item: Item, record: SendRecord, s: Settlement) -> bool:
+    def _ambiguous_and_kept(
+        self, item: Item, record: SendRecord, s: Settlement, counts: PipelineStats
+    ) -> bool:
         """A stale ``sending`` row means a worker died between the provider call and the
         ledger write: the mail may be out. Count it, and resend only if policy says so."""
         resend = self.policy.resend_ambiguous(marketing=item.email_type.marketing)
@@ -221,9 +259,9 @@ class DeliveryPipeline:
             return not resend
         if record.status is not SendStatus.SENDING:
             return False
-        self.stats.ambiguous += 1
+        counts.ambiguous += 1
         if resend:
-            self.stats.ambiguous_resent += 1
+            counts.ambiguous_resent += 1
             log.warning("send %s outcome unknown after a worker crash; resending", record.id)
             s.noted.append(item)
             return False
@@ -234,25 +272,40 @@ class DeliveryPipeline:
         s.ack.append(item.delivery)
         return True
 
-    async def _drop_suppressed(self, items: list[Item], s: Settlement) -> list[Item]:
+    def _drop_suppressed(
+        self, conn: Transaction, items: list[Item], s: Settlement, counts: PipelineStats
+    ) -> list[Item]:
         """Checked at send time: a suppression added after enqueue still stops the mail."""
         blocked: dict[bool, set[str]] = {}
         for marketing in (True, False):
             group = [i.event.recipient_key for i in items if i.email_type.marketing is marketing]
-            blocked[marketing] = (
-                await self.suppressions.blocked(group, marketing=marketing) if group else set()
-            )
+            blocked[marketing] = self.suppressions.blocked_within(conn, group, marketing=marketing)
         keep = []
         for item in items:
             if item.event.recipient_key in blocked[item.email_type.marketing]:
-                self.stats.suppressed += 1
+                counts.suppressed += 1
                 s.outcomes.append(Outcome(item.send_id, SendStatus.SUPPRESSED, error="suppressed"))
                 s.ack.append(item.delivery)
             else:
                 keep.append(item)
         return keep
 
+    def _mark_sending(self, conn: Transaction, items: list[Item], s: Settlement) -> list[Item]:
+        """Write ``sending`` before the provider call (design §4); a row another worker moved
+        first is left to it."""
+        claims = [(i.send_id, self.renderer.message_id(i.send_id)) for i in items]
+        moved = self.ledger.begin_sending_within(conn, claims, self.provider.name)
+        keep = []
+        for item in items:
+            if item.send_id in moved:
+                keep.append(item)
+            else:
+                s.release.append((item.delivery, self.lease_seconds))
+        return keep
+
     def _render(self, items: list[Item], s: Settlement) -> list[Item]:
+        """Render after ``sending`` is written: a message that cannot render is recorded
+        ``failed`` and dead-lettered, like any permanent failure."""
         keep = []
         for item in items:
             try:
@@ -267,20 +320,6 @@ class DeliveryPipeline:
                 s.dead.append((item.delivery, refusal))
                 continue
             keep.append(item)
-        return keep
-
-    async def _claim(self, items: list[Item], s: Settlement) -> list[Item]:
-        """Write ``sending`` before the provider call (design §4)."""
-        moved = await self.ledger.begin_sending(
-            [(i.send_id, i.rendered.message_id) for i in items if i.rendered],
-            self.provider.name,
-        )
-        keep = []
-        for item in items:
-            if item.send_id in moved:
-                keep.append(item)
-            else:
-                s.release.append((item.delivery, self.lease_seconds))
         return keep
 
     def _judge(self, items: list[Item], results: list[SendResult], s: Settlement) -> None:
