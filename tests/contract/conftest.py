@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import fresh_postgres_database
+from tests.contract.rabbitmq_broker import RABBITMQ_URL, throwaway_prefix
 
 from postroom.queue.base import QueueBackend
+from postroom.queue.rabbitmq import RabbitMqQueue
 from postroom.queue.sql import SqlQueue
 from postroom.store.database import Database, open_database
 from postroom.store.migrate import upgrade
@@ -55,11 +57,32 @@ async def _sql_postgresql(_tmp_path: Path) -> AsyncIterator[QueueHarness]:
             await db.dispose()
 
 
-# Add "rabbitmq", "sqs" here: each factory sets up an empty queue and tears it
-# down when the context exits.
+# The wait tiers the RabbitMQ harness declares: the short lease (retries in tests wait that
+# long), and a 1 s and a 30 s tier.
+RABBITMQ_SHORT_LEASE = 0.25
+RABBITMQ_TIERS = (RABBITMQ_SHORT_LEASE, 1.0, 30.0)
+
+
+@asynccontextmanager
+async def _rabbitmq(_tmp_path: Path) -> AsyncIterator[QueueHarness]:
+    async with throwaway_prefix(RABBITMQ_TIERS) as prefix:
+
+        async def open_queue(*, max_deliveries: int = 10) -> QueueBackend:
+            return RabbitMqQueue(
+                RABBITMQ_URL,
+                prefix=prefix,
+                max_deliveries=max_deliveries,
+                wait_tiers=RABBITMQ_TIERS,
+            )
+
+        yield QueueHarness(open=open_queue, short_lease=RABBITMQ_SHORT_LEASE)
+
+
+# Each factory sets up an empty queue and tears it down when the context exits.
 QUEUE_BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[QueueHarness]]] = {
     "sql-sqlite": _sql_sqlite,
     "sql-postgresql": _sql_postgresql,
+    "rabbitmq": _rabbitmq,
 }
 
 

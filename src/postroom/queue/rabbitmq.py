@@ -1,0 +1,509 @@
+"""The RabbitMQ queue backend (``POSTROOM_QUEUE_URL=amqp://…`` or ``amqps://…``), on aio-pika.
+
+Layout and headers: :mod:`postroom.queue.rabbitmq_topology`. One connection per handle
+(``connect_robust``: it reconnects and restores the topology and the consumers by itself).
+
+* **Publishing** waits for publisher confirms and is ``mandatory``: an unroutable message is a
+  :class:`~postroom.errors.QueueError`, not a silent loss.
+* **Receiving** consumes all three class queues on one channel with a per-consumer prefetch,
+  into one buffer per class; ``receive`` hands out what is buffered, most urgent class first,
+  waiting at most ``receive_wait`` when nothing is. Consumers start on the first ``receive``,
+  so a handle that only publishes (the API, the CLI) never holds messages.
+* **Leases** are kept here: RabbitMQ itself keeps an unacked message with its consumer until the
+  channel closes, so a handed-out message that is not settled or extended within its lease is
+  returned to the queue (``nack`` with requeue) and goes to the next receiver, as with the SQL
+  backend. ``extend`` pushes that local deadline; it asks nothing of the broker.
+* **Retry and release** publish a copy (attempt + 1 for a retry) to the wait queue of the
+  smallest tier not shorter than the delay, then ack the original; a delay longer than every
+  tier carries a not-before header and is parked again on arrival.
+* **Dead letters** go to ``{prefix}.dead`` with the reason, attempt and last error in headers;
+  quorum queues move a message returned more often than ``max_deliveries - 1`` times there
+  themselves (``x-delivery-limit``). The DLQ operations read that queue with ``basic.get`` and
+  give back what they do not take: each costs a round trip per dead letter read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelPreconditionFailed,
+    DeliveryError,
+)
+
+from postroom.errors import ConfigurationError, QueueError
+from postroom.messages import Priority
+from postroom.queue import rabbitmq_topology as topo
+from postroom.queue.base import DeadLetter, Delivery, OutgoingMessage
+
+log = logging.getLogger("postroom.queue.rabbitmq")
+
+_BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, OSError, asyncio.TimeoutError)
+# After the consumers start, wait this long at most for the broker's first deliveries, so the
+# first receive sees what was already queued (and hands out the most urgent of it).
+_FIRST_FILL_WAIT = 0.5
+# How long a pause in deliveries ends a receive's batch (see ``_collect``).
+_SETTLE = 0.005
+# Our options in the URL's query; the rest of the URL goes to aio-pika as it is.
+_URL_OPTIONS = ("prefix", "prefetch")
+
+
+@dataclass(slots=True)
+class _Held:
+    message: AbstractIncomingMessage
+    delivery: Delivery
+    timer: asyncio.TimerHandle
+
+
+@contextlib.contextmanager
+def _broker_errors(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except QueueError:
+        raise
+    except ChannelPreconditionFailed as exc:
+        raise ConfigurationError(
+            f"RabbitMQ refused the queue layout ({exc}); a queue exists with other arguments "
+            "(a changed max_deliveries?): delete it, or use another prefix"
+        ) from exc
+    except _BROKER_ERRORS as exc:
+        raise QueueError(f"RabbitMQ: {doing} failed: {exc!r}") from exc
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without our options (``prefix``, ``prefetch``), and those options."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in _URL_OPTIONS}
+    rest = urlencode([(k, v) for k, v in query if k not in _URL_OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), ours
+
+
+class RabbitMqQueue:
+    """:class:`~postroom.queue.base.QueueBackend` on RabbitMQ quorum queues."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "postroom",
+        max_deliveries: int = 10,
+        prefetch: int = 256,
+        wait_tiers: Iterable[float] = topo.DEFAULT_WAIT_TIERS,
+        receive_wait: float = 0.05,
+    ) -> None:
+        if urlsplit(url).scheme not in ("amqp", "amqps"):
+            raise ConfigurationError(f"not a RabbitMQ URL (amqp:// or amqps://): {url!r}")
+        self._url = url
+        self.topology = topo.Topology.build(prefix, wait_tiers, max_deliveries)
+        self._prefetch = prefetch
+        self._receive_wait = receive_wait
+        self._lock = asyncio.Lock()
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._work: AbstractExchange | None = None
+        self._consuming = False
+        self._buffers: dict[Priority, deque[AbstractIncomingMessage]] = {
+            priority: deque() for priority in topo.CLASSES
+        }
+        self._arrived = asyncio.Event()
+        self._held: dict[str, _Held] = {}
+        self._token = secrets.token_hex(4)
+        self._receipts = itertools.count(1)
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- connection, topology, consumers ------------------------------------------------
+
+    async def _ready(self) -> tuple[AbstractChannel, AbstractExchange]:
+        if self._publisher is None or self._work is None:
+            async with self._lock:
+                if self._publisher is None:
+                    await self._connect()
+        assert self._publisher is not None and self._work is not None
+        return self._publisher, self._work
+
+    async def _connect(self) -> None:
+        with _broker_errors("connecting"):
+            connection = await aio_pika.connect_robust(
+                self._url, client_properties={"connection_name": "postroom"}
+            )
+            try:
+                publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                await topo.declare(publisher, self.topology)
+                self._work = await publisher.get_exchange(self.topology.work_exchange, ensure=False)
+            except BaseException:
+                await connection.close()
+                raise
+        self._connection, self._publisher = connection, publisher
+
+    async def _start_consuming(self) -> None:
+        if self._consuming:
+            return
+        await self._ready()
+        async with self._lock:
+            if self._consuming:
+                return
+            assert self._connection is not None
+            with _broker_errors("starting consumers"):
+                channel = await self._connection.channel(publisher_confirms=False)
+                await channel.set_qos(prefetch_count=self._prefetch)
+                expected = 0
+                for priority in topo.CLASSES:
+                    queue = await channel.get_queue(self.topology.work_queue(priority))
+                    ready = getattr(queue.declaration_result, "message_count", 0) or 0
+                    expected += min(ready, self._prefetch)
+                    await queue.consume(functools.partial(self._on_message, priority))
+            self._consuming = True
+            await self._await_first_fill(expected)
+
+    async def _await_first_fill(self, expected: int) -> None:
+        deadline = time.monotonic() + _FIRST_FILL_WAIT
+        while self._buffered() < expected and (left := deadline - time.monotonic()) > 0:
+            await self._next_arrival(left)
+
+    async def _on_message(self, priority: Priority, message: AbstractIncomingMessage) -> None:
+        self._buffers[priority].append(message)
+        self._arrived.set()
+
+    def _buffered(self) -> int:
+        return sum(len(buffer) for buffer in self._buffers.values())
+
+    # -- the protocol ----------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        _, work = await self._ready()
+        publishes = [
+            work.publish(
+                aio_pika.Message(
+                    m.body, message_id=m.id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                ),
+                routing_key=m.priority.value,
+                mandatory=True,
+            )
+            for m in messages
+        ]
+        # One channel keeps the order; a failure leaves the messages before it published.
+        with _broker_errors(f"publishing {len(messages)} messages"):
+            await asyncio.gather(*publishes)
+
+    async def receive(self, max_messages: int, lease_seconds: float) -> list[Delivery]:
+        await self._start_consuming()
+        await self._collect(max_messages)
+        deliveries: list[Delivery] = []
+        now = time.time()
+        for priority in topo.CLASSES:
+            buffer = self._buffers[priority]
+            while buffer and len(deliveries) < max_messages:
+                message = buffer.popleft()
+                if not _alive(message):
+                    continue  # its channel closed: the broker has requeued it
+                not_before = topo.header_float(message.headers or {}, topo.NOT_BEFORE)
+                if not_before is not None and not_before > now:
+                    await self._park(message, priority, not_before - now)
+                    continue
+                deliveries.append(self._lease(message, priority, lease_seconds))
+        return deliveries
+
+    async def _collect(self, wanted: int) -> None:
+        """Wait up to ``receive_wait`` for a first delivery, then while more keep coming (a
+        gap of ``_SETTLE`` ends it) and fewer than ``wanted`` are buffered: messages the broker
+        is still sending (published a moment ago, a higher class among them) join this batch."""
+        if not self._buffered() and not await self._next_arrival(self._receive_wait):
+            return
+        while self._buffered() < wanted and await self._next_arrival(_SETTLE):
+            pass
+
+    async def _next_arrival(self, within: float) -> bool:
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    def _lease(
+        self, message: AbstractIncomingMessage, priority: Priority, lease_seconds: float
+    ) -> Delivery:
+        headers = message.headers or {}
+        delivery = Delivery(
+            id=topo.message_id(message),
+            priority=priority,
+            body=message.body,
+            attempt=topo.header_int(headers, topo.ATTEMPT),
+            deliveries=topo.header_int(headers, topo.DELIVERY_COUNT) + 1,
+            receipt=f"{self._token}-{next(self._receipts)}",
+        )
+        timer = self._expire_later(delivery.receipt, lease_seconds)
+        self._held[delivery.receipt] = _Held(message, delivery, timer)
+        return delivery
+
+    def _expire_later(self, receipt: str, lease_seconds: float) -> asyncio.TimerHandle:
+        loop = asyncio.get_running_loop()
+        return loop.call_later(lease_seconds, self._expire, receipt)
+
+    def _expire(self, receipt: str) -> None:
+        held = self._held.pop(receipt, None)
+        if held is not None:
+            log.info("lease of message %s ran out; returning it to the queue", held.delivery.id)
+            self._in_background(_give_back(held.message))
+
+    def _in_background(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _take(self, delivery: Delivery) -> _Held | None:
+        """Stop the lease of ``delivery`` if this handle still holds it."""
+        held = self._held.get(delivery.receipt)
+        if held is None or held.delivery.id != delivery.id:
+            return None
+        del self._held[delivery.receipt]
+        held.timer.cancel()
+        return held
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> int:
+        acked = 0
+        for delivery in deliveries:
+            held = self._take(delivery)
+            if held is not None and await _settle(held.message):
+                acked += 1
+        return acked
+
+    async def extend(self, deliveries: Sequence[Delivery], lease_seconds: float) -> int:
+        extended = 0
+        for delivery in deliveries:
+            held = self._held.get(delivery.receipt)
+            if held is None or held.delivery.id != delivery.id or not _alive(held.message):
+                continue
+            held.timer.cancel()
+            held.timer = self._expire_later(delivery.receipt, lease_seconds)
+            extended += 1
+        return extended
+
+    async def retry(self, delivery: Delivery, delay_seconds: float, error: str) -> bool:
+        return await self._republish(
+            delivery, delay_seconds, postroom_attempt=delivery.attempt + 1, postroom_error=error
+        )
+
+    async def release(self, delivery: Delivery, delay_seconds: float = 0.0) -> bool:
+        # A copy rather than a requeue: a quorum queue counts every requeue towards the
+        # delivery limit, and a release is not a failed delivery.
+        return await self._republish(delivery, delay_seconds)
+
+    async def _republish(self, delivery: Delivery, delay: float, **headers: Any) -> bool:
+        held = self._take(delivery)
+        if held is None or not _alive(held.message):
+            return False
+        try:
+            await self._publish_delayed(held.message, delivery.priority, delay, **headers)
+        except QueueError:
+            await _give_back(held.message)  # it comes back now rather than never
+            raise
+        return await _settle(held.message)
+
+    async def _park(
+        self, message: AbstractIncomingMessage, priority: Priority, delay: float
+    ) -> None:
+        """Send a message back to wait for the rest of a delay longer than every tier."""
+        try:
+            await self._publish_delayed(message, priority, delay)
+        except QueueError:
+            log.exception("could not park a delayed message; it is returned to the queue")
+            await _give_back(message)
+            return
+        await _settle(message)
+
+    async def _publish_delayed(
+        self, message: AbstractIncomingMessage, priority: Priority, delay: float, **headers: Any
+    ) -> None:
+        publisher, work = await self._ready()
+        if delay <= 0:
+            copy = topo.copy_of(message, postroom_not_before=None, **headers)
+            with _broker_errors("publishing a retry"):
+                await work.publish(copy, routing_key=priority.value, mandatory=True)
+            return
+        tier = self.topology.tier_for(delay)
+        not_before = time.time() + delay if delay > tier else None
+        copy = topo.copy_of(message, postroom_not_before=not_before, **headers)
+        with _broker_errors("publishing a delayed retry"):
+            await publisher.default_exchange.publish(
+                copy, routing_key=self.topology.wait_queue(priority, tier), mandatory=True
+            )
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        held = self._take(delivery)
+        if held is None or not _alive(held.message):
+            return False
+        publisher, _ = await self._ready()
+        letter = topo.copy_of(
+            held.message,
+            postroom_reason=reason,
+            postroom_attempt=delivery.attempt,
+            postroom_priority=delivery.priority.value,
+            postroom_dead_at=time.time(),
+            postroom_not_before=None,
+        )
+        try:
+            with _broker_errors("dead-lettering"):
+                await publisher.default_exchange.publish(
+                    letter, routing_key=self.topology.dead_queue, mandatory=True
+                )
+        except QueueError:
+            await _give_back(held.message)
+            raise
+        return await _settle(held.message)
+
+    # -- the dead-letter queue ------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _reading_dead_letters(self) -> AsyncIterator[AbstractQueue]:
+        """The DLQ on a channel of its own: every message read and not acked goes back, in its
+        place, when the channel closes."""
+        await self._ready()
+        assert self._connection is not None
+        with _broker_errors("reading the dead-letter queue"):
+            channel = await self._connection.channel(publisher_confirms=False)
+            try:
+                yield await channel.get_queue(self.topology.dead_queue, ensure=False)
+            finally:
+                await channel.close()
+
+    async def dlq_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        read: list[AbstractIncomingMessage] = []
+        async with self._reading_dead_letters() as queue:
+            while len(read) < offset + limit and (message := await _next(queue)):
+                read.append(message)
+        return [self._letter(message) for message in read[offset:]]
+
+    async def dlq_get(self, message_id: str) -> DeadLetter | None:
+        async with self._reading_dead_letters() as queue:
+            while message := await _next(queue):
+                if topo.message_id(message) == message_id:
+                    return self._letter(message)
+        return None
+
+    async def dlq_replay(self, message_ids: Sequence[str] | None = None) -> int:
+        wanted = None if message_ids is None else set(message_ids)
+        _, work = await self._ready()
+        replayed = 0
+        async with self._reading_dead_letters() as queue:
+            while message := await _next(queue):
+                if wanted is not None and topo.message_id(message) not in wanted:
+                    continue
+                letter = self._letter(message)
+                fresh = topo.copy_of(
+                    message,
+                    postroom_attempt=None,
+                    postroom_error=None,
+                    postroom_reason=None,
+                    postroom_dead_at=None,
+                    postroom_priority=None,
+                )
+                with _broker_errors("replaying a dead letter"):
+                    await work.publish(fresh, routing_key=letter.priority.value, mandatory=True)
+                    await message.ack()
+                replayed += 1
+        return replayed
+
+    async def dlq_purge(self, message_ids: Sequence[str] | None = None) -> int:
+        async with self._reading_dead_letters() as queue:
+            if message_ids is None:
+                with _broker_errors("purging the dead-letter queue"):
+                    result = await queue.purge()
+                return int(getattr(result, "message_count", 0) or 0)
+            wanted = set(message_ids)
+            purged = 0
+            while message := await _next(queue):
+                if topo.message_id(message) in wanted:
+                    with _broker_errors("purging a dead letter"):
+                        await message.ack()
+                    purged += 1
+            return purged
+
+    def _letter(self, message: AbstractIncomingMessage) -> DeadLetter:
+        return topo.dead_letter_of(message, self.topology.max_deliveries)
+
+    # -- counts and shutdown ---------------------------------------------------------------
+
+    async def depth(self) -> dict[Priority, int]:
+        """Ready messages (work and wait queues, as the broker counts them) plus the messages
+        this handle has buffered or leased. Messages other processes hold unacked are not
+        counted: AMQP reports only ready messages."""
+        publisher, _ = await self._ready()
+        counts = dict.fromkeys(Priority, 0)
+        with _broker_errors("counting messages"):
+            channel = await publisher.get_underlay_channel()
+            for priority in topo.CLASSES:
+                for name in self.topology.queues_of(priority):
+                    declared = await channel.queue_declare(name, passive=True)
+                    counts[priority] += declared.message_count or 0
+        for priority, buffer in self._buffers.items():
+            counts[priority] += sum(1 for message in buffer if _alive(message))
+        for held in self._held.values():
+            counts[held.delivery.priority] += 1
+        return counts
+
+    async def close(self) -> None:
+        """Close the connection: RabbitMQ returns every unacked message (leased or buffered)."""
+        for held in self._held.values():
+            held.timer.cancel()
+        self._held.clear()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._connection is not None:
+            with contextlib.suppress(*_BROKER_ERRORS):
+                await self._connection.close()
+        self._connection = self._publisher = self._work = None
+        self._consuming = False
+        for buffer in self._buffers.values():
+            buffer.clear()
+
+
+async def _next(queue: AbstractQueue) -> AbstractIncomingMessage | None:
+    """The next dead letter, left unacked (so the next ``get`` moves on), or None at the end."""
+    return await queue.get(no_ack=False, fail=False)
+
+
+def _alive(message: AbstractIncomingMessage) -> bool:
+    """Whether the channel the message came on is still open (acks are still possible)."""
+    try:
+        return not message.channel.is_closed
+    except ChannelInvalidStateError:
+        return False
+
+
+async def _settle(message: AbstractIncomingMessage) -> bool:
+    """Ack; False when the channel closed meanwhile (the broker has requeued the message)."""
+    try:
+        await message.ack()
+    except (*_BROKER_ERRORS, DeliveryError):
+        return False
+    return True
+
+
+async def _give_back(message: AbstractIncomingMessage) -> None:
+    with contextlib.suppress(*_BROKER_ERRORS):
+        await message.nack(requeue=True)
