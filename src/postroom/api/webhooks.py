@@ -1,0 +1,145 @@
+"""``POST /webhooks/{provider}``: ESP feedback in, verified before anything is written.
+
+No API key: the ESP's signature (or Postmark's Basic credentials) is the authentication. The
+body is read up to the size cap, verified as raw bytes, parsed, then ingested in one
+transaction (events, feedback states, suppressions, Mailgun's one-use token); the answer is
+a 200 as soon as that commits. A request that does not verify gets a 4xx and writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from postroom.errors import ConfigurationError, WebhookPayloadError, WebhookVerificationError
+from postroom.store.feedback import FeedbackStore
+from postroom.webhooks import PROVIDERS, build_receiver
+from postroom.webhooks.base import WebhookReceiver
+from postroom.webhooks.events import NormalizedEvent
+from postroom.wiring import Postroom
+
+log = logging.getLogger("postroom.webhooks")
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+# Verification failures by reason. Forged, stale, replayed or foreign requests are 403;
+# Postmark's missing or wrong Basic credentials are 401.
+_STATUS = {"unauthorized": 401, "malformed": 400, "too_large": 413}
+
+
+class WebhookAnswer(BaseModel):
+    received: int
+    stored: int
+    duplicates: int
+
+
+def _problem(status: int, reason: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": [{"field": None, "reason": reason}]}, status, headers=headers)
+
+
+def _receiver(request: Request, provider: str) -> WebhookReceiver:
+    """One receiver per provider for the app's life (SNS certificates stay cached)."""
+    receivers: dict[str, WebhookReceiver] | None = getattr(
+        request.app.state, "webhook_receivers", None
+    )
+    if receivers is None:
+        receivers = request.app.state.webhook_receivers = {}
+    if provider not in receivers:
+        settings = request.app.state.postroom.settings
+        receivers[provider] = build_receiver(provider, settings)
+    return receivers[provider]
+
+
+def _feedback(postroom: Postroom) -> FeedbackStore:
+    s = postroom.settings
+    return FeedbackStore(
+        postroom.db,
+        postroom.suppressions,
+        soft_bounce_limit=s.soft_bounce_limit,
+        soft_bounce_window=s.soft_bounce_window,
+    )
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None once it grows past ``limit`` (without reading the rest)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/{provider}",
+    response_model=WebhookAnswer,
+    responses={400: {}, 401: {}, 403: {}, 404: {}, 413: {}, 502: {}},
+)
+async def receive(provider: str, request: Request) -> Any:
+    """Verify and ingest one ESP webhook request (sendgrid, mailgun, ses or postmark)."""
+    if provider not in PROVIDERS:
+        return _problem(404, f"no webhook for {provider!r}; use {', '.join(PROVIDERS)}")
+    try:
+        receiver = _receiver(request, provider)
+    except ConfigurationError as exc:
+        return _problem(404, f"{provider} webhooks are not configured: {exc}")
+    raw_body = await _body(request, receiver.max_body_bytes)
+    if raw_body is None:
+        return _problem(413, f"body over {receiver.max_body_bytes} bytes")
+    headers = dict(request.headers)
+    try:
+        if provider == "ses":  # may fetch a certificate: keep the loop free
+            await asyncio.to_thread(receiver.verify, headers, raw_body, time.time())
+        else:
+            receiver.verify(headers, raw_body, time.time())
+        batch = receiver.parse(raw_body)
+        token = receiver.replay_token(raw_body)
+        postroom: Postroom = request.app.state.postroom
+        result = await _feedback(postroom).ingest(
+            batch,
+            replay_token=f"{provider}:{token}" if token else None,
+            replay_ttl=receiver.replay_ttl,
+        )
+    except WebhookVerificationError as exc:
+        client = request.client.host if request.client else "?"
+        log.warning("refused %s webhook from %s: %s", provider, client, exc.reason)
+        extra = (
+            {"WWW-Authenticate": 'Basic realm="postroom"'} if exc.reason == "unauthorized" else {}
+        )
+        return _problem(_STATUS.get(exc.reason, 403), str(exc), **extra)
+    except WebhookPayloadError as exc:
+        return _problem(400, str(exc))
+    if not await _confirm_subscriptions(request, batch):
+        return _problem(502, "could not confirm the SNS subscription; retry")
+    return WebhookAnswer(received=len(batch), stored=result.stored, duplicates=result.duplicates)
+
+
+async def _confirm_subscriptions(request: Request, batch: list[NormalizedEvent]) -> bool:
+    """GET the SubscribeURL of a verified SubscriptionConfirmation from an allowed topic.
+
+    ``app.state.sns_confirm`` replaces the HTTP call (tests, or an operator's own hook)."""
+    urls = [e.subscribe_url for e in batch if e.subscribe_url]
+    if not urls:
+        return True
+    confirm: Callable[[str], None] | None = getattr(request.app.state, "sns_confirm", None)
+    if confirm is None:
+        from postroom.webhooks.sns import confirm_subscription
+
+        confirm = confirm_subscription
+    for url in urls:
+        try:
+            await asyncio.to_thread(confirm, url)
+        except OSError as exc:
+            log.warning("SNS subscription confirmation failed: %s", type(exc).__name__)
+            return False
+        log.info("confirmed an SNS subscription")
+    return True
