@@ -1,0 +1,75 @@
+"""Grouping rendered messages into substitution batches: exact inverse, safe fallbacks."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from tests.esp_fakes.messages import newsletter, sign_in, subscribers
+
+from postroom.providers.http_batching import group_for_batch, personalize
+
+PREFIX = "%recipient."
+
+
+def _marker(name: str) -> str:
+    return f"{PREFIX}{name}%"
+
+
+def _restore(text: str, values: dict[str, str]) -> str:
+    return re.sub(r"%recipient\.([a-z_0-9]+)%", lambda m: values[m.group(1)], text)
+
+
+def test_copies_of_a_newsletter_share_one_key_and_restore_exactly() -> None:
+    items = [personalize(e, _marker, marker_prefix=PREFIX) for e in newsletter(3)]
+    assert len({item.key for item in items}) == 1
+    for item in items:
+        email = item.email
+        assert email.headers["List-Unsubscribe"] not in item.html  # it was replaced
+        assert _restore(item.html, dict(item.values)) == email.html
+        assert _restore(item.text, dict(item.values)) == email.text
+        assert _restore(item.subject, dict(item.values)) == email.subject
+        for name, value in email.headers.items():
+            assert _restore(item.headers[name], dict(item.values)) == value
+
+
+def test_different_content_gets_different_keys() -> None:
+    a, b = sign_in("a@example.com", "s1"), sign_in("b@example.com", "s2")
+    keys = {personalize(e, _marker, marker_prefix=PREFIX).key for e in (a, b)}
+    assert len(keys) == 2  # the sign-in links differ beyond per-recipient values
+
+
+def test_content_already_holding_the_marker_syntax_travels_alone() -> None:
+    email = newsletter(1)[0]
+    tricky = dataclasses.replace(email, html=email.html + "<p>50%recipient.x% off</p>")
+    item = personalize(tricky, _marker, marker_prefix=PREFIX)
+    assert item.key == ("alone", tricky.send_id)
+    assert item.html == tricky.html  # untouched
+
+
+def test_a_value_inside_another_is_replaced_as_part_of_the_longer_one() -> None:
+    email = newsletter(1)[0]
+    # The send id is inside the Message-ID; both appear in the body.
+    body = f"{email.html}<p>{email.message_id} and {email.send_id}</p>"
+    item = personalize(dataclasses.replace(email, html=body), _marker, marker_prefix=PREFIX)
+    assert f"{_marker('message_id')} and {_marker('send_id')}" in item.html
+    assert _restore(item.html, dict(item.values)) == body
+
+
+def test_a_name_shorter_than_three_characters_is_left_in_place() -> None:
+    email = dataclasses.replace(newsletter(1)[0], recipient_name="Al")
+    item = personalize(email, _marker, marker_prefix=PREFIX)
+    assert _marker("name") not in item.html + item.text + item.subject
+
+
+def test_groups_respect_the_size_limit_and_never_repeat_an_address() -> None:
+    emails = subscribers(5)
+    # Same content as the others, to an address already in the first call.
+    twin = dataclasses.replace(emails[4], recipient=emails[0].recipient.upper())
+    items = [personalize(e, _marker, marker_prefix=PREFIX) for e in [*emails, twin]]
+    calls = group_for_batch(items, max_size=3)
+    assert [len(call) for call in calls] == [3, 3]
+    for call in calls:
+        addresses = [item.email.recipient.lower() for item in call]
+        assert len(addresses) == len(set(addresses))
+    assert [item.email.recipient for item in calls[1]][-1] == "READER0@EXAMPLE.COM"
