@@ -67,7 +67,7 @@ class PostmarkReceiver(WebhookReceiver):
             raise WebhookVerificationError("unauthorized", "wrong Basic credentials")
 
     def parse(self, raw_body: bytes) -> list[NormalizedEvent]:
-        payload = load_json(raw_body)
+        payload = load_json(raw_body, exact_integers=True)  # IDs beyond 2**53 occur
         if not isinstance(payload, dict) or not payload.get("RecordType"):
             raise WebhookPayloadError("a Postmark webhook body is one record with a RecordType")
         return [normalize({key.lower(): value for key, value in payload.items()})]

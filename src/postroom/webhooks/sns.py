@@ -150,6 +150,9 @@ def verify_envelope(
     if declared is not None and declared != kind:
         raise WebhookVerificationError("malformed", "x-amz-sns-message-type disagrees with Type")
     topic = message.get("TopicArn")
+    declared_topic = headers.get("x-amz-sns-topic-arn")
+    if declared_topic is not None and declared_topic != topic:
+        raise WebhookVerificationError("malformed", "x-amz-sns-topic-arn disagrees with TopicArn")
     if not isinstance(topic, str) or topic not in topic_arns:
         raise WebhookVerificationError(
             "topic", f"topic {topic!r} is not in POSTROOM_SES_TOPIC_ARNS"
