@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,9 @@ class FakeEsp:
         self.credential = credential
         self.faults: deque[Fault] = deque()
         self.requests = 0  # every request that reached a handler, faults included
+        # Requests that arrived while a Retry-After we answered was still running.
+        self.retry_after_violations = 0
+        self._blocked_until = 0.0
         self.calls: list[Any] = []  # the parsed body of every accepted call
         self.delivered: list[Delivered] = []
         self._release = asyncio.Event()
@@ -70,9 +74,15 @@ class FakeEsp:
 
     async def fault_for(self, request: web.Request) -> web.StreamResponse | None:
         self.requests += 1
+        now = time.monotonic()
+        if now < self._blocked_until:
+            self.retry_after_violations += 1
         if not self.faults:
             return None
         fault = self.faults.popleft()
+        retry_after = {k.lower(): v for k, v in fault.headers.items()}.get("retry-after")
+        if retry_after is not None:
+            self._blocked_until = max(self._blocked_until, now + float(retry_after))
         await request.read()  # the whole request arrived: the ESP could have acted on it
         if fault.kind == "drop":
             assert request.transport is not None

@@ -42,6 +42,7 @@ class FakeMailgun(FakeEsp):
     def __init__(self, credential: str = "key-test", domain: str = "mg.news.example") -> None:
         super().__init__(credential)
         self.domain = domain
+        self.rejected: set[str] = set()  # addresses refused as invalid (lower case)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v3/{domain}/messages", self.messages)
@@ -84,7 +85,7 @@ class FakeMailgun(FakeEsp):
         recipients = getaddresses([v for k, v in fields if k == "to"])
         if len(recipients) > MAX_RECIPIENTS:
             raise ValueError(f"Too many recipients: the limit is {MAX_RECIPIENTS} per message")
-        if any("@" not in address for _name, address in recipients):
+        if any("@" not in a or a.lower() in self.rejected for _n, a in recipients):
             raise ValueError("to parameter is not a valid address. please check documentation")
         variables: dict[str, Any] = {}
         if "recipient-variables" in single:
