@@ -76,11 +76,32 @@ _RAISE_STATE = (
     .values(state=bindparam("b_state"), updated_at=bindparam("b_now"))
 )
 _EXPIRED_TOKENS = delete(webhook_tokens).where(webhook_tokens.c.expires_at < bindparam("now"))
-_DIALECTS: dict[str, Any] = {"postgresql": postgresql, "sqlite": sqlite}
+_PURGE_EVERY = 1000  # token claims between two purges of expired tokens
 
 
-def _insert_ignoring_conflicts(conn: Connection, table: Any) -> Any:
-    return _DIALECTS[conn.dialect.name].insert(table).on_conflict_do_nothing()
+def _per_dialect(build: Callable[[Any], Any]) -> dict[str, Any]:
+    """One statement per dialect, built once: building costs more than running on SQLite."""
+    return {"postgresql": build(postgresql), "sqlite": build(sqlite)}
+
+
+_INSERT_EVENTS = _per_dialect(
+    lambda d: d.insert(events).on_conflict_do_nothing().returning(events.c.dedupe_key)
+)
+_INSERT_STATE = _per_dialect(
+    lambda d: d.insert(send_feedback).on_conflict_do_nothing().returning(send_feedback.c.send_id)
+)
+# A new token, or one whose earlier use has expired; nothing comes back for a live one.
+_CLAIM_TOKEN = _per_dialect(
+    lambda d: (
+        (stmt := d.insert(webhook_tokens))
+        .on_conflict_do_update(
+            index_elements=[webhook_tokens.c.key],
+            set_={"expires_at": stmt.excluded.expires_at},
+            where=webhook_tokens.c.expires_at < bindparam("now"),
+        )
+        .returning(webhook_tokens.c.key)
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +139,7 @@ class FeedbackStore:
         self._soft_limit = soft_bounce_limit
         self._soft_window = soft_bounce_window
         self._now = clock or (lambda: datetime.now(UTC))
+        self._claims = 0
 
     async def ingest(
         self,
@@ -148,12 +170,20 @@ class FeedbackStore:
         replay_ttl: float,
     ) -> IngestResult:
         if replay_token is not None:
+            self._claims += 1
+            if self._claims % _PURGE_EVERY == 1:
+                conn.execute(_EXPIRED_TOKENS, {"now": now})
             _claim_token(conn, replay_token, now, replay_ttl)
         result = IngestResult()
-        unique_events = list({e.content_hash: e for e in batch}.values())
+        by_hash = {e.content_hash: e for e in batch}
+        unique_events = list(by_hash.values())
+        hashes = list(by_hash)
         result.duplicates = len(batch) - len(unique_events)
         bindings = _bind(conn, unique_events)
-        rows = [_event_row(e, bindings.get(i), now) for i, e in enumerate(unique_events)]
+        rows = [
+            _event_row(e, h, bindings.get(i), now)
+            for i, (e, h) in enumerate(zip(unique_events, hashes, strict=True))
+        ]
         inserted = _insert_events(conn, rows)
         result.stored = len(inserted)
         result.duplicates += len(rows) - len(inserted)
@@ -262,10 +292,9 @@ def soft_bounce_streak(latest_states: Iterable[str]) -> int:
 
 
 def _claim_token(conn: Connection, token: str, now: datetime, ttl: float) -> None:
-    conn.execute(_EXPIRED_TOKENS, {"now": now})
     claimed = conn.execute(
-        _insert_ignoring_conflicts(conn, webhook_tokens).returning(webhook_tokens.c.key),
-        {"key": token[:255], "expires_at": now + timedelta(seconds=ttl)},
+        _CLAIM_TOKEN[conn.dialect.name],
+        {"key": token[:255], "expires_at": now + timedelta(seconds=ttl), "now": now},
     ).first()
     if claimed is None:
         raise WebhookVerificationError("replay", "this request's token was already used")
@@ -321,7 +350,9 @@ def _matching(candidates: list[Any], recipient: str | None) -> BoundSend | None:
     return BoundSend(row.id, row.recipient, row.created_at)
 
 
-def _event_row(event: NormalizedEvent, send: BoundSend | None, now: datetime) -> dict[str, Any]:
+def _event_row(
+    event: NormalizedEvent, content_hash: str, send: BoundSend | None, now: datetime
+) -> dict[str, Any]:
     return {
         "id": str(ULID()),
         "provider": event.provider,
@@ -329,11 +360,11 @@ def _event_row(event: NormalizedEvent, send: BoundSend | None, now: datetime) ->
         "recipient": event.recipient or (send.recipient if send else ""),
         "send_id": send.id if send else None,
         "provider_message_id": (event.esp_message_id or "")[:255] or None,
-        "dedupe_key": event.content_hash,
+        "dedupe_key": content_hash,
         "event_key": _event_key(event),
         "occurred_at": event.occurred_at or now,
         "received_at": now,
-        "payload": event.to_json(),
+        "payload": event.to_json(content_hash),
     }
 
 
@@ -347,14 +378,11 @@ def _event_key(event: NormalizedEvent) -> str | None:
 
 
 def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert ``rows``, skipping any already stored; the dedupe keys of those inserted."""
+    """Insert ``rows``, skipping any already stored; the dedupe keys of those inserted (one
+    multi-row INSERT … RETURNING per batch)."""
     if not rows:
         return set()
-    statement = _insert_ignoring_conflicts(conn, events).returning(events.c.dedupe_key)
-    inserted: set[str] = set()
-    for row in rows:  # one by one: which rows conflicted must be known per row
-        inserted.update(conn.execute(statement, row).scalars())
-    return inserted
+    return set(conn.execute(_INSERT_EVENTS[conn.dialect.name], rows).scalars())
 
 
 def _advance_states(
@@ -375,8 +403,7 @@ def _advance_states(
             "state": state,
             "updated_at": now,
         }
-        statement = _insert_ignoring_conflicts(conn, send_feedback)
-        if conn.execute(statement.returning(send_feedback.c.send_id), values).first():
+        if conn.execute(_INSERT_STATE[conn.dialect.name], values).first():
             continue
         # Only ever upwards, decided in the UPDATE itself so that concurrent requests about
         # the same send cannot lower it.

@@ -9,7 +9,7 @@ events with new event ids.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -88,20 +88,25 @@ class NormalizedEvent:
         )
         return hashlib.sha256(orjson.dumps(values)).hexdigest()
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``None`` fields left out), with the content hash."""
-        data = {key: value for key, value in asdict(self).items() if value is not None}
-        data.pop("lookup_ids")
-        data.pop("machine_open")
+    def to_dict(self, content_hash: str | None = None) -> dict[str, Any]:
+        """A JSON-ready dict (unset fields left out), with the content hash (pass it when
+        already known: hashing is a good part of the cost)."""
+        data: dict[str, Any] = {}
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
+            if value is None or value == () or value is False:
+                continue
+            data[name] = value
         data["type"] = self.type.value
         if self.occurred_at is not None:
             data["occurred_at"] = self.occurred_at.isoformat()
         if self.lookup_ids:
             data["lookup_ids"] = list(self.lookup_ids)
-        if self.machine_open:
-            data["machine_open"] = True
-        data["content_hash"] = self.content_hash
+        data["content_hash"] = content_hash or self.content_hash
         return data
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+    def to_json(self, content_hash: str | None = None) -> bytes:
+        return orjson.dumps(self.to_dict(content_hash))
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(NormalizedEvent))
