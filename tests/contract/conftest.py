@@ -3,6 +3,7 @@ the fixtures that parametrize the suite over them."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 from tests.conftest import fresh_postgres_database
 from tests.contract.rabbitmq_broker import RABBITMQ_URL, throwaway_prefix
+from tests.moto_server import delete_sqs_queues, moto_endpoint
 
 from postroom.queue.base import QueueBackend
 from postroom.queue.rabbitmq import RabbitMqQueue
 from postroom.queue.sql import SqlQueue
+from postroom.queue.sqs import SqsQueue
 from postroom.store.database import Database, open_database
 from postroom.store.migrate import upgrade
 
@@ -78,11 +81,35 @@ async def _rabbitmq(_tmp_path: Path) -> AsyncIterator[QueueHarness]:
         yield QueueHarness(open=open_queue, short_lease=RABBITMQ_SHORT_LEASE)
 
 
+SQS_SHORT_LEASE = 1.0  # visibility timeouts are whole seconds
+
+
+@asynccontextmanager
+async def _sqs(_tmp_path: Path) -> AsyncIterator[QueueHarness]:
+    endpoint = moto_endpoint()
+    prefix = f"postroom-test-{secrets.token_hex(4)}"
+
+    async def open_queue(*, max_deliveries: int = 10) -> QueueBackend:
+        return SqsQueue(
+            region="us-east-1",
+            prefix=prefix,
+            endpoint_url=endpoint,
+            max_deliveries=max_deliveries,
+            dlq_wait_seconds=0,  # moto answers every receive from the whole queue
+        )
+
+    try:
+        yield QueueHarness(open=open_queue, short_lease=SQS_SHORT_LEASE)
+    finally:
+        await delete_sqs_queues(endpoint, prefix)
+
+
 # Each factory sets up an empty queue and tears it down when the context exits.
 QUEUE_BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[QueueHarness]]] = {
     "sql-sqlite": _sql_sqlite,
     "sql-postgresql": _sql_postgresql,
     "rabbitmq": _rabbitmq,
+    "sqs": _sqs,
 }
 
 

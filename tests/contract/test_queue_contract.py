@@ -301,7 +301,10 @@ async def test_concurrent_receivers_share_without_overlap(queue_harness: QueueHa
     claimed = await asyncio.gather(*(drain(queue) for queue in receivers))
 
     every = [message_id for batch in claimed for message_id in batch]
-    assert len(every) == len(set(every)) == total
+    assert len(set(every)) == total
+    # SQS standard queues deliver a message twice now and then, by their own documentation.
+    if not getattr(producer, "may_deliver_twice", False):
+        assert len(every) == total
     assert sum((await producer.depth()).values()) == 0
 
 
