@@ -198,8 +198,8 @@ class EspHttpClient:
         self.esp = esp
         self.timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         self.max_connections = max_connections
-        # Shorter than the usual server idle timeout (SendGrid/Postmark ~60 s), so we rarely
-        # reuse a connection the server is closing: that race would read as ambiguous.
+        # Shorter than common server idle timeouts, so we rarely reuse a connection the server
+        # is closing at that moment: that race would read as an ambiguous send.
         self.keepalive = keepalive
         self.rate_limit: RateLimitSnapshot | None = None
         self._session: aiohttp.ClientSession | None = None

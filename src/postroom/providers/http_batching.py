@@ -84,25 +84,23 @@ def personalize(
         (name for name, value in values.items() if len(value) >= MIN_VALUE_LENGTH),
         key=lambda name: -len(values[name]),
     )
-    replaced: list[tuple[str, str]] = []  # (value, sentinel)
-    markers: list[tuple[str, str]] = []  # (sentinel, ESP placeholder)
+    table: list[tuple[str, str, str]] = []  # (value, sentinel, ESP placeholder)
     seen: set[str] = set()
     for index, name in enumerate(order):
         value = values[name]
         if value in seen:
             continue  # the same value under two names: the first name stands for it
         seen.add(value)
-        sentinel = f"{_SENTINEL}{index}{_SENTINEL}"
-        replaced.append((value, sentinel))
-        markers.append((sentinel, placeholder(name)))
+        table.append((value, f"{_SENTINEL}{index}{_SENTINEL}", placeholder(name)))
 
     def swap(part: str) -> str:
-        for value, sentinel in replaced:
+        used = []
+        for value, sentinel, marker in table:
             if value in part:
                 part = part.replace(value, sentinel)
-        if _SENTINEL in part:
-            for sentinel, marker in markers:
-                part = part.replace(sentinel, marker)
+                used.append((sentinel, marker))
+        for sentinel, marker in used:
+            part = part.replace(sentinel, marker)
         return part
 
     subject, html, text = swap(email.subject), swap(email.html), swap(email.text)
