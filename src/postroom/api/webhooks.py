@@ -57,14 +57,19 @@ def _receiver(request: Request, provider: str) -> WebhookReceiver:
     return receivers[provider]
 
 
-def _feedback(postroom: Postroom) -> FeedbackStore:
-    s = postroom.settings
-    return FeedbackStore(
-        postroom.db,
-        postroom.suppressions,
-        soft_bounce_limit=s.soft_bounce_limit,
-        soft_bounce_window=s.soft_bounce_window,
-    )
+def _feedback(request: Request) -> FeedbackStore:
+    """One store for the app's life (it counts token claims to purge expired ones)."""
+    store: FeedbackStore | None = getattr(request.app.state, "feedback_store", None)
+    if store is None:
+        postroom: Postroom = request.app.state.postroom
+        s = postroom.settings
+        store = request.app.state.feedback_store = FeedbackStore(
+            postroom.db,
+            postroom.suppressions,
+            soft_bounce_limit=s.soft_bounce_limit,
+            soft_bounce_window=s.soft_bounce_window,
+        )
+    return store
 
 
 async def _body(request: Request, limit: int) -> bytes | None:
@@ -103,8 +108,7 @@ async def receive(provider: str, request: Request) -> Any:
             receiver.verify(headers, raw_body, time.time())
         batch = receiver.parse(raw_body)
         token = receiver.replay_token(raw_body)
-        postroom: Postroom = request.app.state.postroom
-        result = await _feedback(postroom).ingest(
+        result = await _feedback(request).ingest(
             batch,
             replay_token=f"{provider}:{token}" if token else None,
             replay_ttl=receiver.replay_ttl,
