@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file in the data dir."
     )
-    queue_url: str = Field(default="sql://", description="sql:// uses the application database.")
+    queue_url: str = Field(
+        default="sql://",
+        description="sql:// (the application database), amqp[s]://… (RabbitMQ) or sqs://… (SQS).",
+    )
     provider: str = Field(
         default="outbox", description="outbox, smtp, sendgrid, mailgun, ses or postmark."
     )
@@ -123,10 +126,43 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         default=10, ge=1, description="Claims without an outcome before a message is poison."
     )
+    # Broker queues: RabbitMQ takes ?prefix=…&prefetch=… in its URL, SQS ?region=…&prefix=…
+    # (see docs/architecture.md, "RabbitMQ and SQS").
+    sqs_endpoint_url: str | None = Field(
+        default=None, description="SQS endpoint (moto, localstack); default: AWS for the region."
+    )
+
     ambiguous_policy: AmbiguousPolicy = AmbiguousPolicy.BY_CATEGORY
     max_document_bytes: int = Field(default=256 * 1024, ge=1024)
     shutdown_grace: float = Field(default=30.0, ge=0)
     sqlite_synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$")
+
+    # Send-rate limits and failover (worker/throttle.py, worker/failover.py).
+    rate_limit_url: str | None = Field(
+        default=None,
+        description="redis://… shares the rate limits across workers and hosts; default: "
+        "kept in each worker process.",
+    )
+    provider_rate: float | None = Field(
+        default=None, gt=0, description="Recipients per second for the provider, on average."
+    )
+    provider_request_rate: float | None = Field(
+        default=None, gt=0, description="Provider API calls per second."
+    )
+    domain_rates: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="Recipients per second per recipient domain: gmail.com=20,yahoo.com=10.",
+    )
+    failover_provider: str | None = Field(
+        default=None,
+        description="Provider that takes the mail while the primary's circuit is open.",
+    )
+    breaker_threshold: int = Field(
+        default=5, ge=1, description="Consecutive failed provider calls that open the circuit."
+    )
+    breaker_open_seconds: float = Field(
+        default=30.0, gt=0, description="Seconds the circuit stays open before a probe."
+    )
 
     # ESP webhooks (POST /webhooks/{provider}); a provider without its credentials is refused.
     sendgrid_webhook_public_key: str | None = Field(
@@ -185,6 +221,27 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_topics(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("domain_rates", mode="before")
+    @classmethod
+    def _parse_domain_rates(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        rates: dict[str, str] = {}
+        for part in _split_list(value):
+            domain, sep, rate = part.partition("=")
+            if not sep or not domain.strip():
+                raise ValueError(f"expected DOMAIN=RECIPIENTS_PER_SECOND, got {part!r}")
+            rates[domain.strip().lower()] = rate.strip()
+        return rates
+
+    @field_validator("domain_rates")
+    @classmethod
+    def _positive_domain_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for domain, rate in value.items():
+            if rate <= 0:
+                raise ValueError(f"{domain}: the rate must be a positive number per second")
+        return value
 
     @field_validator("retry_schedule", mode="before")
     @classmethod

@@ -23,9 +23,18 @@ from postroom.store import migrate
 from postroom.store.database import Database, is_sqlite, open_database
 from postroom.store.ledger import Ledger
 from postroom.store.suppressions import Suppressions
+from postroom.worker.failover import CircuitBreaker, FailoverProvider
 from postroom.worker.pipeline import DeliveryPipeline
 from postroom.worker.retry import RetryPolicy
 from postroom.worker.runner import Worker
+from postroom.worker.throttle import (
+    LocalReservations,
+    Rate,
+    ReservationStore,
+    SendLimits,
+    Throttle,
+    parse_rates,
+)
 
 if TYPE_CHECKING:
     from postroom.deliverability.dkim import DkimSigner
@@ -46,6 +55,7 @@ class Postroom:
     registry: TemplateRegistry
     renderer: Renderer
     provider: Provider
+    throttle: Throttle | None = None
     wake_listeners: list[Worker] = field(default_factory=list)
 
     def wake_workers(self) -> None:
@@ -54,6 +64,8 @@ class Postroom:
 
     async def close(self) -> None:
         await self.provider.close()
+        if self.throttle is not None:
+            await self.throttle.store.close()
         await self.queue.close()
         await self.db.dispose()
 
@@ -99,8 +111,26 @@ def build_queue(settings: Settings, db: Database) -> QueueBackend:
         from postroom.queue.sql import SqlQueue
 
         return SqlQueue(db, max_deliveries=settings.max_deliveries)
+    if scheme in ("amqp", "amqps"):
+        from postroom.queue.rabbitmq import RabbitMqQueue
+
+        # A wait queue for every delay the worker asks for, so none is rounded up.
+        return RabbitMqQueue.from_url(
+            settings.queue_url,
+            max_deliveries=settings.max_deliveries,
+            extra_wait_tiers=[*settings.retry_schedule, settings.lease_seconds],
+        )
+    if scheme == "sqs":
+        from postroom.queue.sqs import SqsQueue
+
+        return SqsQueue.from_url(
+            settings.queue_url,
+            endpoint_url=settings.sqs_endpoint_url,
+            max_deliveries=settings.max_deliveries,
+        )
     raise ConfigurationError(
-        f"POSTROOM_QUEUE_URL: unsupported scheme {scheme!r}; this version supports sql://"
+        f"POSTROOM_QUEUE_URL: unsupported scheme {scheme!r}; use sql://, amqp://, amqps:// "
+        "or sqs://"
     )
 
 
@@ -144,6 +174,46 @@ def build_provider(settings: Settings) -> Provider:
     )
 
 
+def build_sending_provider(settings: Settings) -> Provider:
+    """The configured provider behind its circuit breaker, with the failover provider (if
+    any) taking the mail while the circuit is open."""
+    primary = build_provider(settings)
+    secondary = None
+    if settings.failover_provider:
+        if settings.failover_provider == settings.provider:
+            raise ConfigurationError(
+                "POSTROOM_FAILOVER_PROVIDER: must differ from POSTROOM_PROVIDER"
+            )
+        secondary = build_provider(
+            settings.model_copy(update={"provider": settings.failover_provider})
+        )
+    breaker = CircuitBreaker(
+        primary.name,
+        threshold=settings.breaker_threshold,
+        open_seconds=settings.breaker_open_seconds,
+    )
+    return FailoverProvider(primary, breaker, secondary)
+
+
+def build_throttle(settings: Settings, provider: Provider) -> Throttle | None:
+    """Send-rate limits from settings; None when none is configured."""
+    limits = SendLimits(
+        recipients=Rate(settings.provider_rate) if settings.provider_rate else None,
+        requests=Rate(settings.provider_request_rate) if settings.provider_request_rate else None,
+        domains=parse_rates(settings.domain_rates),
+    )
+    if not limits.any:
+        return None
+    store: ReservationStore
+    if settings.rate_limit_url:
+        from postroom.worker.throttle_redis import RedisReservations
+
+        store = RedisReservations(settings.rate_limit_url)
+    else:
+        store = LocalReservations()
+    return Throttle(provider.name, limits, store)
+
+
 def build_signer(settings: Settings) -> DkimSigner | None:
     """The DKIM signer when POSTROOM_DKIM_SELECTOR and POSTROOM_DKIM_PRIVATE_KEY_FILE are set."""
     selector, key_file = settings.dkim_selector, settings.dkim_private_key_file
@@ -184,6 +254,7 @@ async def open_postroom(settings: Settings, *, provider: Provider | None = None)
     renderer = build_renderer(settings, registry)
     warn_about_content(registry, renderer)
     db = open_database(settings.resolved_database_url, synchronous=settings.sqlite_synchronous)
+    provider = provider or build_sending_provider(settings)
     return Postroom(
         settings=settings,
         db=db,
@@ -192,7 +263,8 @@ async def open_postroom(settings: Settings, *, provider: Provider | None = None)
         suppressions=Suppressions(db),
         registry=registry,
         renderer=renderer,
-        provider=provider or build_provider(settings),
+        provider=provider,
+        throttle=build_throttle(settings, provider),
     )
 
 
@@ -209,6 +281,7 @@ def build_pipeline(postroom: Postroom) -> DeliveryPipeline:
         lease_seconds=s.lease_seconds,
         max_document_bytes=s.max_document_bytes,
         content_gate=build_content_gate(s),
+        throttle=postroom.throttle,
     )
 
 

@@ -133,6 +133,27 @@ class RabbitMqQueue:
         self._receipts = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
 
+    @classmethod
+    def from_url(
+        cls, url: str, *, max_deliveries: int = 10, extra_wait_tiers: Iterable[float] = ()
+    ) -> RabbitMqQueue:
+        """From ``amqp[s]://user:password@host:port/vhost[?prefix=postroom&prefetch=256]``;
+        the wait tiers are the default ones and ``extra_wait_tiers`` (the retry schedule)."""
+        broker_url, options = split_url(url)
+        try:
+            prefetch = int(options.get("prefetch", "256"))
+        except ValueError:
+            prefetch = 0
+        if prefetch < 1:
+            raise ConfigurationError("POSTROOM_QUEUE_URL: prefetch must be a positive integer")
+        return cls(
+            broker_url,
+            prefix=options.get("prefix", "postroom"),
+            max_deliveries=max_deliveries,
+            prefetch=prefetch,
+            wait_tiers=[*topo.DEFAULT_WAIT_TIERS, *extra_wait_tiers],
+        )
+
     # -- connection, topology, consumers ------------------------------------------------
 
     async def _ready(self) -> tuple[AbstractChannel, AbstractExchange]:
