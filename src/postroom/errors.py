@@ -10,7 +10,8 @@
     ├── QueueError                  the queue backend failed; the operation may be retried
     ├── ProviderError               an ESP or SMTP call failed; the subclass says what to do
     │   ├── TransientProviderError  try again soon (5xx, connection refused, timeout before send)
-    │   │   └── RateLimitedError    try again after ``retry_after`` seconds
+    │   │   ├── RateLimitedError    try again after ``retry_after`` seconds
+    │   │   └── ProviderUnavailableError  circuit open, no fallback: wait, spending no attempt
     │   ├── PermanentProviderError  never retry this message (validation, auth, 5.x.x)
     │   └── AmbiguousProviderError  the request may have been accepted (lost response)
     └── WebhookError                an ESP webhook request we will not act on
@@ -92,6 +93,15 @@ class RateLimitedError(TransientProviderError):
 
     def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
         super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailableError(TransientProviderError):
+    """The provider's circuit breaker is open and no secondary is configured: the message was
+    not offered, so it waits ``retry_after`` seconds without spending a retry attempt."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, code="circuit_open")
         self.retry_after = retry_after
 
 

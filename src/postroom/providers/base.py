@@ -24,11 +24,16 @@ __all__ = ["MessageSigner", "Provider", "RenderedEmail", "SendResult"]
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """The outcome for one message: ``provider_message_id`` on success, else ``error``."""
+    """The outcome for one message: ``provider_message_id`` on success, else ``error``.
+
+    ``provider`` names who handled it when that is not the provider called (a failover
+    wrapper that routed the message to its secondary).
+    """
 
     send_id: str
     provider_message_id: str | None = None
     error: ProviderError | None = None
+    provider: str | None = None
 
     @property
     def ok(self) -> bool:

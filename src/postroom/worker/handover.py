@@ -2,6 +2,7 @@
 
 Only the messages that failed transiently go round again; the rest keep their first result.
 What is still failing after the immediate retries is returned for a retry through the queue.
+Every call, retries included, first waits for the send-rate limits (``worker.throttle``).
 """
 
 from __future__ import annotations
@@ -10,10 +11,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from postroom.errors import AmbiguousProviderError, TransientProviderError
-from postroom.messages import RenderedEmail
+from postroom.errors import (
+    AmbiguousProviderError,
+    ProviderUnavailableError,
+    TransientProviderError,
+)
+from postroom.messages import Priority, RenderedEmail
 from postroom.providers.base import Provider, SendResult
 from postroom.worker.retry import RetryPolicy
+from postroom.worker.throttle import Throttle
 
 log = logging.getLogger("postroom.worker")
 
@@ -24,23 +30,33 @@ class HandOver:
         provider: Provider,
         policy: RetryPolicy,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        throttle: Throttle | None = None,
     ) -> None:
         self.provider = provider
         self.policy = policy
         self._sleep = sleep
+        self.throttle = throttle
 
-    async def send(self, emails: Sequence[RenderedEmail]) -> list[SendResult]:
-        """One result per email, in order."""
+    async def send(
+        self, emails: Sequence[RenderedEmail], priority: Priority = Priority.TRANSACTIONAL
+    ) -> list[SendResult]:
+        """One result per email, in order; ``priority`` orders waits for the rate limits."""
         size = max(1, self.provider.max_batch_size)
         chunks = [emails[i : i + size] for i in range(0, len(emails), size)]
-        results = await asyncio.gather(*(self._send_chunk(chunk) for chunk in chunks))
+        results = await asyncio.gather(*(self._send_chunk(chunk, priority) for chunk in chunks))
         return [result for chunk in results for result in chunk]
 
-    async def _send_chunk(self, emails: Sequence[RenderedEmail]) -> list[SendResult]:
-        results = await self._call(emails)
+    async def _send_chunk(
+        self, emails: Sequence[RenderedEmail], priority: Priority
+    ) -> list[SendResult]:
+        results = await self._call(emails, priority)
         for retry_index in range(self.policy.immediate_retries):
+            # An open circuit is not retried in place: the breaker decides when to try again.
             failed = [
-                i for i, r in enumerate(results) if isinstance(r.error, TransientProviderError)
+                i
+                for i, r in enumerate(results)
+                if isinstance(r.error, TransientProviderError)
+                and not isinstance(r.error, ProviderUnavailableError)
             ]
             if not failed:
                 break
@@ -52,12 +68,14 @@ class HandOver:
             if any(delay is None for delay in delays):
                 break  # the provider wants a longer pause than we hold a slot for
             await self._sleep(max(d for d in delays if d is not None))
-            again = await self._call([emails[i] for i in failed])
+            again = await self._call([emails[i] for i in failed], priority)
             for i, result in zip(failed, again, strict=True):
                 results[i] = result
         return results
 
-    async def _call(self, emails: Sequence[RenderedEmail]) -> list[SendResult]:
+    async def _call(self, emails: Sequence[RenderedEmail], priority: Priority) -> list[SendResult]:
+        if self.throttle is not None:
+            await self.throttle.admit(emails, priority)
         try:
             results = await self.provider.send(emails)
         except Exception as exc:

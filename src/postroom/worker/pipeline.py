@@ -19,6 +19,7 @@ from postroom.errors import (
     InvalidMessageError,
     PermanentProviderError,
     ProviderError,
+    ProviderUnavailableError,
     TemplateError,
 )
 from postroom.messages import EmailEvent, Priority, RenderedEmail, parse_event
@@ -31,6 +32,7 @@ from postroom.store.ledger import FINAL, Ledger, NewSend, Outcome, SendRecord, S
 from postroom.store.suppressions import Suppressions, SuppressionScope
 from postroom.worker.handover import HandOver
 from postroom.worker.retry import RetryPolicy
+from postroom.worker.throttle import Throttle
 
 log = logging.getLogger("postroom.worker")
 
@@ -102,6 +104,7 @@ class DeliveryPipeline:
         lease_seconds: float,
         max_document_bytes: int,
         content_gate: Callable[[RenderedEmail], str | None] | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.queue = queue
         self.ledger = ledger
@@ -114,7 +117,7 @@ class DeliveryPipeline:
         self.max_document_bytes = max_document_bytes
         # Returns why a rendered message must not go out (opt-in content check), or None.
         self.content_gate = content_gate
-        self.handover = HandOver(provider, policy)
+        self.handover = HandOver(provider, policy, throttle=throttle)
         self.stats = PipelineStats()
 
     async def process(self, deliveries: list[Delivery]) -> None:
@@ -123,8 +126,11 @@ class DeliveryPipeline:
         items = await self._prepare(items, s)
         items = self._render(items, s)
         if items:
+            most_urgent = min((i.priority for i in items), key=lambda p: p.rank)
             async with self._heartbeat(items):
-                results = await self.handover.send([i.rendered for i in items if i.rendered])
+                results = await self.handover.send(
+                    [i.rendered for i in items if i.rendered], most_urgent
+                )
             self._judge(items, results, s)
         await self._settle(s)
 
@@ -327,7 +333,7 @@ class DeliveryPipeline:
             self._judge_one(item, result, s)
 
     def _judge_one(self, item: Item, result: SendResult, s: Settlement) -> None:
-        provider = self.provider.name
+        provider = result.provider or self.provider.name
         error = result.error
         if error is None:
             self.stats.sent += 1
@@ -347,6 +353,13 @@ class DeliveryPipeline:
             else:
                 s.dead.append((item.delivery, f"permanent failure: {error}"))
             return
+        if isinstance(error, ProviderUnavailableError):
+            # Never offered (circuit open): back later, without spending an attempt.
+            s.outcomes.append(
+                Outcome(item.send_id, SendStatus.RETRY_SCHEDULED, provider, error=str(error))
+            )
+            s.release.append((item.delivery, error.retry_after))
+            return
         if isinstance(error, AmbiguousProviderError):
             self.stats.ambiguous += 1
             if not self.policy.resend_ambiguous(marketing=item.email_type.marketing):
@@ -360,11 +373,12 @@ class DeliveryPipeline:
             s.outcomes.append(
                 Outcome(item.send_id, SendStatus.AMBIGUOUS, provider, error=str(error))
             )
-        self._schedule_retry(item, error, s)
+        self._schedule_retry(item, error, provider, s)
 
-    def _schedule_retry(self, item: Item, error: ProviderError, s: Settlement) -> None:
+    def _schedule_retry(
+        self, item: Item, error: ProviderError, provider: str, s: Settlement
+    ) -> None:
         delay = self.policy.queue_delay(item.delivery.attempt, error)
-        provider = self.provider.name
         if delay is None:
             attempts = item.delivery.attempt + 1
             reason = f"gave up after {attempts} attempts: {error}"
