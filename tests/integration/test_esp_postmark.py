@@ -114,10 +114,18 @@ async def test_error_300_for_an_illegal_to_address_is_suppressed(
     assert isinstance(result.error, PermanentProviderError) and result.error.suppress
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Provide either email TextBody or HtmlBody or both.",
+        "Error parsing 'From': Illegal email address 'jane@'.",
+        "Maximum of 50 recipients allowed per email message.",
+    ],
+)
 async def test_error_300_for_anything_else_is_permanent_without_suppression(
-    fake: FakePostmark, provider: PostmarkProvider
+    fake: FakePostmark, provider: PostmarkProvider, message: str
 ) -> None:
-    fake.fail_next(_answer(300, "Provide either email TextBody or HtmlBody or both."))
+    fake.fail_next(_answer(300, message))
     [result] = await provider.send([sign_in()])
     assert isinstance(result.error, PermanentProviderError) and not result.error.suppress
 

@@ -77,7 +77,9 @@ _CONFIG_CODES = {
     413: "account may not send",
 }
 _TRANSIENT_CODES = {100: "maintenance", 500: "sender signature query exception"}
-_BAD_TO = re.compile(r"Error parsing 'To'|Illegal email address|Invalid 'To' address", re.I)
+# Only a refusal of the To field blames the recipient; "Illegal email address" alone may be
+# about From or Reply-To.
+_BAD_TO = re.compile(r"Error parsing 'To'|Invalid 'To' address", re.I)
 _METADATA_VALUE_MAX = 80  # Postmark limits metadata values to 80 characters
 
 
