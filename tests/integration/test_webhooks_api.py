@@ -293,3 +293,44 @@ def test_a_signed_bounce_stops_the_next_send(tmp_path: Path) -> None:
         )
         wait_for_email_status(client, second.json()["id"], "suppressed")
     assert svc.rows()["suppressions"] == 1
+
+
+def test_a_complaint_stops_marketing_but_not_transactional_mail(tmp_path: Path) -> None:
+    """End to end: a newsletter, a Postmark spam complaint about it, then the next newsletter
+    to the address is suppressed while a sign-in style (transactional) email still goes."""
+    svc = Service(webhook_settings(make_settings(tmp_path)), run_worker=True)
+    auth = {"Authorization": "Bearer test-key"}
+    newsletter = {
+        "email_type": "new_post_notification",
+        "recipient_email": "reader@example.com",
+        "template_data": {
+            "creator_name": "Jane",
+            "post_title": "Slow",
+            "post_url": "https://p.example/1",
+        },
+    }
+    welcome = {
+        "email_type": "welcome",
+        "recipient_email": "reader@example.com",
+        "template_data": {"creator_name": "Jane"},
+    }
+    with TestClient(svc.app) as client:
+        first = client.post(
+            "/v1/emails", json={**newsletter, "idempotency_key": "n1"}, headers=auth
+        )
+        send_id = first.json()["id"]
+        wait_for_email_status(client, send_id, "sent")
+        complaint = orjson.loads(request("postmark/anymail-spam_complaint.json").body)
+        complaint.update(Email="Reader@Example.com", Metadata={"postroom_send_id": send_id})
+        hooked = client.post(
+            "/webhooks/postmark",
+            content=orjson.dumps(complaint),
+            headers=request("postmark/anymail-spam_complaint.json").headers,
+        )
+        assert hooked.status_code == 200 and hooked.json()["stored"] == 1
+        second = client.post(
+            "/v1/emails", json={**newsletter, "idempotency_key": "n2"}, headers=auth
+        )
+        wait_for_email_status(client, second.json()["id"], "suppressed")
+        receipt = client.post("/v1/emails", json={**welcome, "idempotency_key": "w1"}, headers=auth)
+        wait_for_email_status(client, receipt.json()["id"], "sent")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,29 +28,19 @@ from ulid import ULID
 
 from postroom.errors import WebhookVerificationError
 from postroom.store.database import Database
+from postroom.store.feedback_rules import (
+    RANK,
+    is_policy_block,
+    soft_bounce_streak,
+    state_for,
+    stronger,
+    suppression_for,
+)
 from postroom.store.schema import events, send_feedback, sends, webhook_tokens
 from postroom.store.suppressions import Suppressions, SuppressionScope
 from postroom.webhooks.events import FeedbackType, NormalizedEvent
 
 log = logging.getLogger("postroom.feedback")
-
-# A send's feedback state only ever moves up this ranking. Opens and clicks prove delivery.
-# A policy block (5.7.x) is a bounce about us, not the address: kept apart so that it is
-# never counted towards the soft-bounce rule.
-POLICY_BLOCKED = "policy_blocked"
-_RANK = {
-    FeedbackType.DEFERRED.value: 1,
-    FeedbackType.DELIVERED.value: 2,
-    FeedbackType.BOUNCED_SOFT.value: 3,
-    POLICY_BLOCKED: 3,
-    FeedbackType.DROPPED.value: 4,
-    FeedbackType.BOUNCED_HARD.value: 5,
-    FeedbackType.COMPLAINED.value: 6,
-}
-_STATE_OF = {
-    FeedbackType.OPENED: FeedbackType.DELIVERED.value,
-    FeedbackType.CLICKED: FeedbackType.DELIVERED.value,
-}
 
 _SENDS_BY_ID = select(sends.c.id, sends.c.recipient, sends.c.message_id, sends.c.created_at).where(
     sends.c.id.in_(bindparam("ids", expanding=True))
@@ -242,52 +232,6 @@ class FeedbackStore:
         result.suppressed.append((email, scope, reason))
 
 
-# --- the rules, as pure functions ---------------------------------------------------------
-
-
-def is_policy_block(event: NormalizedEvent) -> bool:
-    """A 5.7.x rejection: about our sending (policy, reputation, authentication), not about
-    the address, so it never suppresses anyone; it alerts instead."""
-    return event.type in (FeedbackType.BOUNCED_HARD, FeedbackType.BOUNCED_SOFT) and bool(
-        event.enhanced_status and event.enhanced_status.startswith(("5.7.", "4.7."))
-    )
-
-
-def suppression_for(event: NormalizedEvent) -> tuple[SuppressionScope, str] | None:
-    """What a bound event suppresses on its own (soft bounces count instead)."""
-    if event.type is FeedbackType.BOUNCED_HARD and not is_policy_block(event):
-        return SuppressionScope.ALL, "hard_bounce"
-    if event.type is FeedbackType.COMPLAINED:
-        return SuppressionScope.MARKETING, "complaint"
-    if event.type is FeedbackType.UNSUBSCRIBED:
-        return SuppressionScope.MARKETING, "unsubscribe"
-    return None
-
-
-def state_for(event: NormalizedEvent) -> str | None:
-    if is_policy_block(event):
-        return POLICY_BLOCKED
-    state = _STATE_OF.get(event.type, event.type.value)
-    return state if state in _RANK else None
-
-
-def stronger(current: str | None, new: str) -> str:
-    if current is None or _RANK.get(new, 0) > _RANK.get(current, 0):
-        return new
-    return current
-
-
-def soft_bounce_streak(latest_states: Iterable[str]) -> int:
-    """Soft bounces among an address's latest sends (newest first) since its last delivery."""
-    count = 0
-    for state in latest_states:
-        if state == FeedbackType.DELIVERED.value:
-            break
-        if state == FeedbackType.BOUNCED_SOFT.value:
-            count += 1
-    return count
-
-
 # --- the transaction's steps ----------------------------------------------------------------
 
 
@@ -407,7 +351,7 @@ def _advance_states(
             continue
         # Only ever upwards, decided in the UPDATE itself so that concurrent requests about
         # the same send cannot lower it.
-        weaker = [s for s, rank in _RANK.items() if rank < _RANK[state]]
+        weaker = [s for s, rank in RANK.items() if rank < RANK[state]]
         if weaker:
             conn.execute(
                 _RAISE_STATE,
