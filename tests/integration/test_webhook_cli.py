@@ -25,7 +25,6 @@ SAMPLE = [
     ("mailgun", "mailgun/docs-failed_permanent_delayed_bounce.json"),
     ("ses", "ses/notifications/bounce_permanent_no_dsn_two_recipients.json"),
     ("postmark", "postmark/anymail-click.json"),
-    ("sendgrid", "sendgrid/negative-tampered-bounce.json"),
     ("ses", "ses/sns-real/negative-tampered-notification_v2.json"),
 ]
 
