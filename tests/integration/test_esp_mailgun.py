@@ -102,16 +102,26 @@ async def test_400_for_one_message_is_permanent_with_mailguns_reason(
     assert "to parameter is not a valid address" in str(result.error)
 
 
-async def test_400_in_a_shared_call_is_retried_in_halves(
+async def test_400_about_a_recipient_in_a_shared_call_fails_only_that_recipient(
     fake: FakeMailgun, provider: MailgunProvider
 ) -> None:
-    fake.fail_next(
-        Fault.answer(400, b'{"message": "bad"}'), Fault.answer(400, b'{"message": "bad"}')
-    )
-    results = await provider.send(subscribers(4))
+    batch = subscribers(4)
+    fake.rejected.add("reader2@example.com")
+    results = await provider.send(batch)
     # 4 refused, then [2 refused, 2 sent], then the refused pair as two calls of one.
-    assert all(r.ok for r in results)
-    assert sorted(sum(1 for k, _v in call if k == "to") for call in fake.calls) == [1, 1, 2]
+    assert [r.ok for r in results] == [True, True, False, True]
+    assert isinstance(results[2].error, PermanentProviderError)
+    assert sorted(sum(1 for k, _v in call if k == "to") for call in fake.calls) == [1, 2]
+    assert fake.requests == 5
+
+
+async def test_400_about_the_shared_part_fails_the_call_without_splitting(
+    fake: FakeMailgun, provider: MailgunProvider
+) -> None:
+    fake.fail_next(Fault.answer(400, b'{"message": "from parameter is missing"}'))
+    results = await provider.send(subscribers(4))
+    assert all(isinstance(r.error, PermanentProviderError) for r in results)
+    assert fake.requests == 1
 
 
 async def test_413_is_permanent(fake: FakeMailgun, provider: MailgunProvider) -> None:

@@ -115,6 +115,29 @@ async def test_400_in_a_shared_call_fails_only_the_bad_recipient(
     assert sorted(len(c["personalizations"]) for c in fake.calls) == [1, 2, 4]
 
 
+async def test_400_about_the_shared_part_fails_the_call_without_splitting(
+    fake: FakeSendGrid, provider: SendGridProvider
+) -> None:
+    body = {
+        "errors": [
+            {"message": "The from email does not contain a valid address.", "field": "from.email"}
+        ]
+    }
+    fake.fail_next(Fault.answer(400, orjson.dumps(body)))
+    results = await provider.send(subscribers(6))
+    assert all(isinstance(r.error, PermanentProviderError) for r in results)
+    assert fake.requests == 1
+
+
+async def test_413_for_a_call_of_several_is_split(
+    fake: FakeSendGrid, provider: SendGridProvider
+) -> None:
+    fake.fail_next(Fault.answer(413, b'{"errors":[{"message":"content too large"}]}'))
+    results = await provider.send(subscribers(6))
+    assert all(r.ok for r in results)
+    assert sorted(len(c["personalizations"]) for c in fake.calls) == [3, 3]
+
+
 async def test_400_for_one_message_is_permanent_with_sendgrids_reason(
     fake: FakeSendGrid, provider: SendGridProvider
 ) -> None:

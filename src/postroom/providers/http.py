@@ -259,8 +259,10 @@ class HttpEspProvider:
     """The shared shell of the HTTP ESP adapters: plan calls, send them concurrently over one
     session, put results back in input order. An adapter fills in four pure steps.
 
-    A call the ESP refuses as a whole (``refused_whole``: a 400 for one bad field) is split in
-    halves and resent, so one bad recipient cannot fail the other 999 of its call.
+    A call the ESP refuses as a whole for what may be one recipient's fault (``split_on``: a
+    400 naming a recipient field, a 413) is split in halves and resent, so one bad recipient
+    cannot fail the other 999 of its call. A refusal about the shared part (a bad From) fails
+    the call at once: halving would only repeat it.
     """
 
     name: str
@@ -287,8 +289,9 @@ class HttpEspProvider:
     def parse(self, items: Sequence[Personalized], reply: HttpReply) -> list[SendResult]:
         raise NotImplementedError
 
-    def refused_whole(self, reply: HttpReply) -> bool:
-        return reply.status in (400, 413)
+    def split_on(self, reply: HttpReply) -> bool:
+        """Whether a refusal of a call of several may be one recipient's fault."""
+        return reply.status == 413
 
     async def send(self, batch: Sequence[RenderedEmail]) -> list[SendResult]:
         items = [self.prepare(email) for email in batch]
@@ -316,7 +319,7 @@ class HttpEspProvider:
             for i in group:
                 out[i] = SendResult(items[i].email.send_id, error=exc)
             return
-        if len(group) > 1 and self.refused_whole(reply):
+        if len(group) > 1 and self.split_on(reply):
             half = len(group) // 2
             await asyncio.gather(
                 self._call(items, group[:half], out), self._call(items, group[half:], out)

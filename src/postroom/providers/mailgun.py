@@ -12,8 +12,9 @@ every recipient of the call gets it (angle brackets removed, as webhooks show it
 answer                                   result (per message of the call)
 =======================================  ==================================================
 200 ``{"id": ...}``                      sent, provider id = ``id``
-400, 413 for a call of several           call split in halves and resent (find the bad one)
-400, 413 (one message)                   PermanentProviderError
+400 about ``to``/recipients, 413,       call split in halves and resent (find the bad one)
+for a call of several
+other 400, 413                           PermanentProviderError
 401, 403                                 PermanentProviderError, logged at ERROR (credentials)
 402, 404 (wrong domain or region)        PermanentProviderError, logged at ERROR (account)
 429                                      RateLimitedError (``Retry-After`` if sent, else 2 s)
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import urllib.parse
 from collections.abc import Sequence
 from email.utils import formataddr
@@ -53,6 +55,7 @@ __all__ = ["REGION_BASE_URLS", "MailgunProvider", "error_detail"]
 REGION_BASE_URLS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 MAX_RECIPIENTS = 1000
 _MARKER_PREFIX = "%recipient."
+_ABOUT_RECIPIENTS = re.compile(r"\bto\b|recipient")
 _log = logging.getLogger("postroom.providers.mailgun")
 
 
@@ -104,6 +107,13 @@ class MailgunProvider(HttpEspProvider):
         position = {id(item): index for index, item in enumerate(items)}
         calls = group_for_batch(items, MAX_RECIPIENTS)
         return [[position[id(item)] for item in call] for call in calls]
+
+    def split_on(self, reply: HttpReply) -> bool:
+        # Mailgun names no field; its messages about recipients mention "to" or "recipient".
+        detail = error_detail(reply).lower()
+        return reply.status == 413 or (
+            reply.status == 400 and bool(_ABOUT_RECIPIENTS.search(detail))
+        )
 
     def request(self, items: Sequence[Personalized]) -> EspRequest:
         body = urllib.parse.urlencode(build_fields(items)).encode("ascii")

@@ -141,10 +141,10 @@ class PostmarkProvider(HttpEspProvider):
         positions = list(range(len(items)))
         return [positions[i : i + MAX_BATCH] for i in range(0, len(positions), MAX_BATCH)]
 
-    def refused_whole(self, reply: HttpReply) -> bool:
-        # Postmark answers per message inside a 200; a 422 for a whole batch is about the
-        # batch (too many messages, bad JSON), which splitting in halves also resolves.
-        return reply.status in (413, 422) and _error_code(reply.json()) in (300, 402, 403, 410)
+    def split_on(self, reply: HttpReply) -> bool:
+        # Postmark answers per message inside a 200; a batch refused whole is too large
+        # (HTTP 413 over 50 MB, ErrorCode 410 over 500 messages), which halving resolves.
+        return reply.status == 413 or _error_code(reply.json()) == 410
 
     def request(self, items: Sequence[Personalized]) -> EspRequest:
         messages = [self.message(item.email) for item in items]

@@ -12,8 +12,9 @@ per call; every recipient of the call gets that id as its provider message id (w
 answer                                   result (per message of the call)
 =======================================  ==================================================
 202                                      sent, provider id = ``X-Message-Id``
-400, 413 for a call of several           call split in halves and resent (find the bad one)
-400, 413, 404, 405 (one message)         PermanentProviderError
+400 naming ``personalizations…``, 413,   call split in halves and resent (find the bad one)
+for a call of several
+other 400, 404, 405, 413                 PermanentProviderError
 401, 403                                 PermanentProviderError, logged at ERROR (credentials)
 429                                      RateLimitedError, wait until ``X-RateLimit-Reset``
                                          (or ``Retry-After``)
@@ -69,6 +70,14 @@ def _address(formatted: str, field: str) -> dict[str, str]:
     return {"email": address, "name": name} if name else {"email": address}
 
 
+def error_fields(reply: HttpReply) -> list[str]:
+    body = reply.json()
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [str(e.get("field")) for e in errors if isinstance(e, dict) and e.get("field")]
+
+
 def error_detail(reply: HttpReply) -> str:
     """SendGrid's ``errors[].message`` (with ``field``), or the start of the body."""
     body = reply.json()
@@ -113,6 +122,13 @@ class SendGridProvider(HttpEspProvider):
         position = {id(item): index for index, item in enumerate(items)}
         calls = group_for_batch(items, MAX_PERSONALIZATIONS)
         return [[position[id(item)] for item in call] for call in calls]
+
+    def split_on(self, reply: HttpReply) -> bool:
+        # SendGrid names the field it refuses: only a personalization can be one recipient's.
+        return reply.status == 413 or (
+            reply.status == 400
+            and any(field.startswith("personalizations") for field in error_fields(reply))
+        )
 
     def request(self, items: Sequence[Personalized]) -> EspRequest:
         return EspRequest(self._url, orjson.dumps(build_payload(items)), self._headers)
