@@ -7,6 +7,7 @@ them when an edge (CLI, API, test) asks.
 from __future__ import annotations
 
 import os
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -162,6 +163,17 @@ class Settings(BaseSettings):
     )
     breaker_open_seconds: float = Field(
         default=30.0, gt=0, description="Seconds the circuit stays open before a probe."
+    )
+    warmup_start: date | None = Field(
+        default=None, description="First day (UTC) of a warm-up schedule; unset: no warm-up."
+    )
+    warmup_target: int | None = Field(
+        default=None, gt=0, description="Daily volume the warm-up grows to (then no cap)."
+    )
+    warmup_initial: int = Field(default=200, gt=0, description="Daily cap on the first day.")
+    warmup_days: int = Field(default=30, ge=2, description="Days from the first cap to the target.")
+    warmup_fallback_provider: str | None = Field(
+        default=None, description="Takes the mail over the day's cap; unset: it waits a day."
     )
 
     # ESP webhooks (POST /webhooks/{provider}); a provider without its credentials is refused.

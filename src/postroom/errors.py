@@ -11,7 +11,7 @@
     ├── ProviderError               an ESP or SMTP call failed; the subclass says what to do
     │   ├── TransientProviderError  try again soon (5xx, connection refused, timeout before send)
     │   │   ├── RateLimitedError    try again after ``retry_after`` seconds
-    │   │   └── ProviderUnavailableError  circuit open, no fallback: wait, spending no attempt
+    │   │   └── ProviderUnavailableError  not offered (circuit open, warm-up cap spent): wait
     │   ├── PermanentProviderError  never retry this message (validation, auth, 5.x.x)
     │   └── AmbiguousProviderError  the request may have been accepted (lost response)
     └── WebhookError                an ESP webhook request we will not act on
@@ -97,8 +97,9 @@ class RateLimitedError(TransientProviderError):
 
 
 class ProviderUnavailableError(TransientProviderError):
-    """The provider's circuit breaker is open and no secondary is configured: the message was
-    not offered, so it waits ``retry_after`` seconds without spending a retry attempt."""
+    """The message was not offered: the provider's circuit is open, or today's warm-up cap is
+    spent, and no other provider is configured. It waits ``retry_after`` seconds without
+    spending a retry attempt."""
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message, code="circuit_open")

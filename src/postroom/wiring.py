@@ -7,6 +7,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from postroom.rendering.renderer import Renderer
 from postroom.store import migrate
 from postroom.store.database import Database, is_sqlite, open_database
 from postroom.store.ledger import Ledger
+from postroom.store.send_counts import SendCounts
 from postroom.store.suppressions import Suppressions
 from postroom.worker.failover import CircuitBreaker, FailoverProvider
 from postroom.worker.pipeline import DeliveryPipeline
@@ -35,6 +37,7 @@ from postroom.worker.throttle import (
     Throttle,
     parse_rates,
 )
+from postroom.worker.warmup import WarmupProvider, WarmupSchedule
 
 if TYPE_CHECKING:
     from postroom.deliverability.dkim import DkimSigner
@@ -174,10 +177,10 @@ def build_provider(settings: Settings) -> Provider:
     )
 
 
-def build_sending_provider(settings: Settings) -> Provider:
-    """The configured provider behind its circuit breaker, with the failover provider (if
-    any) taking the mail while the circuit is open."""
-    primary = build_provider(settings)
+def build_sending_provider(settings: Settings, db: Database) -> Provider:
+    """The configured provider within its warm-up caps (if any), behind its circuit breaker,
+    with the failover provider (if any) taking the mail while the circuit is open."""
+    primary = build_warmup(settings, db, build_provider(settings))
     secondary = None
     if settings.failover_provider:
         if settings.failover_provider == settings.provider:
@@ -193,6 +196,32 @@ def build_sending_provider(settings: Settings) -> Provider:
         open_seconds=settings.breaker_open_seconds,
     )
     return FailoverProvider(primary, breaker, secondary)
+
+
+def build_warmup(settings: Settings, db: Database, provider: Provider) -> Provider:
+    if settings.warmup_start is None:
+        return provider
+    if settings.warmup_target is None:
+        raise ConfigurationError("POSTROOM_WARMUP_TARGET: required with POSTROOM_WARMUP_START")
+    if settings.warmup_initial > settings.warmup_target:
+        raise ConfigurationError("POSTROOM_WARMUP_INITIAL: must not exceed POSTROOM_WARMUP_TARGET")
+    schedule = WarmupSchedule(
+        start=settings.warmup_start,
+        target=settings.warmup_target,
+        initial=settings.warmup_initial,
+        days=settings.warmup_days,
+    )
+    counts = SendCounts(db)
+
+    async def take(counter: str, day: date, wanted: int, cap: int) -> int:
+        return await db.write(lambda conn: counts.take_within(conn, counter, day, wanted, cap))
+
+    fallback = None
+    if settings.warmup_fallback_provider:
+        fallback = build_provider(
+            settings.model_copy(update={"provider": settings.warmup_fallback_provider})
+        )
+    return WarmupProvider(provider, schedule, take, fallback)
 
 
 def build_throttle(settings: Settings, provider: Provider) -> Throttle | None:
@@ -254,7 +283,7 @@ async def open_postroom(settings: Settings, *, provider: Provider | None = None)
     renderer = build_renderer(settings, registry)
     warn_about_content(registry, renderer)
     db = open_database(settings.resolved_database_url, synchronous=settings.sqlite_synchronous)
-    provider = provider or build_sending_provider(settings)
+    provider = provider or build_sending_provider(settings, db)
     return Postroom(
         settings=settings,
         db=db,

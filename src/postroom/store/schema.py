@@ -180,3 +180,13 @@ webhook_tokens = Table(
     Column("expires_at", UtcDateTime, nullable=False),
     Index(None, "expires_at"),
 )
+
+# Per-day counters (added in 0003): how much of a daily cap is spent, e.g. a warm-up's
+# ``warmup:<provider>``. Taken inside the transaction that marks the sends ``sending``.
+send_counts = Table(
+    "send_counts",
+    metadata,
+    Column("day", String(10), primary_key=True),  # UTC date, YYYY-MM-DD
+    Column("counter", String(100), primary_key=True),
+    Column("count", Integer, nullable=False),
+)

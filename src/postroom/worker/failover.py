@@ -133,15 +133,7 @@ class FailoverProvider:
 
     async def _via_secondary(self, batch: Sequence[RenderedEmail]) -> list[SendResult]:
         assert self.secondary is not None
-        size = max(1, self.secondary.max_batch_size)
-        results: list[SendResult] = []
-        for start in range(0, len(batch), size):
-            chunk = await self.secondary.send(batch[start : start + size])
-            results += [
-                SendResult(r.send_id, r.provider_message_id, r.error, self.secondary.name)
-                for r in chunk
-            ]
-        return results
+        return await send_through(self.secondary, batch)
 
     async def close(self) -> None:
         await self.primary.close()
@@ -149,9 +141,25 @@ class FailoverProvider:
             await self.secondary.close()
 
 
+async def send_through(provider: Provider, batch: Sequence[RenderedEmail]) -> list[SendResult]:
+    """``batch`` through a provider other than the one the worker called: in its own batch
+    size, each result naming it."""
+    size = max(1, provider.max_batch_size)
+    results: list[SendResult] = []
+    for start in range(0, len(batch), size):
+        chunk = await provider.send(batch[start : start + size])
+        results += [
+            SendResult(r.send_id, r.provider_message_id, r.error, r.provider or provider.name)
+            for r in chunk
+        ]
+    return results
+
+
 def _provider_down(results: Sequence[SendResult]) -> bool:
-    """Every message failed transiently, and not because we were told to slow down."""
+    """Every message failed transiently, and not because we were told to slow down or held
+    back on our side (a spent warm-up cap)."""
     return bool(results) and all(
-        isinstance(r.error, TransientProviderError) and not isinstance(r.error, RateLimitedError)
+        isinstance(r.error, TransientProviderError)
+        and not isinstance(r.error, RateLimitedError | ProviderUnavailableError)
         for r in results
     )
