@@ -18,8 +18,7 @@ Layout and headers: :mod:`postroom.queue.rabbitmq_topology`. One connection per 
   tier carries a not-before header and is parked again on arrival.
 * **Dead letters** go to ``{prefix}.dead`` with the reason, attempt and last error in headers;
   quorum queues move a message returned more often than ``max_deliveries - 1`` times there
-  themselves (``x-delivery-limit``). The DLQ operations read that queue with ``basic.get`` and
-  give back what they do not take: each costs a round trip per dead letter read.
+  themselves (``x-delivery-limit``). DLQ operations: :mod:`postroom.queue.rabbitmq_dead_letters`.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -42,13 +41,10 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import (
-    AMQPError,
     ChannelInvalidStateError,
-    ChannelPreconditionFailed,
     DeliveryError,
 )
 
@@ -56,10 +52,11 @@ from postroom.errors import ConfigurationError, QueueError
 from postroom.messages import Priority
 from postroom.queue import rabbitmq_topology as topo
 from postroom.queue.base import DeadLetter, Delivery, OutgoingMessage
+from postroom.queue.rabbitmq_dead_letters import DeadLetterReader
+from postroom.queue.rabbitmq_topology import BROKER_ERRORS, broker_errors
 
 log = logging.getLogger("postroom.queue.rabbitmq")
 
-_BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, OSError, asyncio.TimeoutError)
 # After the consumers start, wait this long at most for the broker's first deliveries, so the
 # first receive sees what was already queued (and hands out the most urgent of it).
 _FIRST_FILL_WAIT = 0.5
@@ -74,21 +71,6 @@ class _Held:
     message: AbstractIncomingMessage
     delivery: Delivery
     timer: asyncio.TimerHandle
-
-
-@contextlib.contextmanager
-def _broker_errors(doing: str) -> Iterator[None]:
-    try:
-        yield
-    except QueueError:
-        raise
-    except ChannelPreconditionFailed as exc:
-        raise ConfigurationError(
-            f"RabbitMQ refused the queue layout ({exc}); a queue exists with other arguments "
-            "(a changed max_deliveries?): delete it, or use another prefix"
-        ) from exc
-    except _BROKER_ERRORS as exc:
-        raise QueueError(f"RabbitMQ: {doing} failed: {exc!r}") from exc
 
 
 def split_url(url: str) -> tuple[str, dict[str, str]]:
@@ -165,7 +147,7 @@ class RabbitMqQueue:
         return self._publisher, self._work
 
     async def _connect(self) -> None:
-        with _broker_errors("connecting"):
+        with broker_errors("connecting"):
             connection = await aio_pika.connect_robust(
                 self._url, client_properties={"connection_name": "postroom"}
             )
@@ -186,7 +168,7 @@ class RabbitMqQueue:
             if self._consuming:
                 return
             assert self._connection is not None
-            with _broker_errors("starting consumers"):
+            with broker_errors("starting consumers"):
                 channel = await self._connection.channel(publisher_confirms=False)
                 await channel.set_qos(prefetch_count=self._prefetch)
                 expected = 0
@@ -227,7 +209,7 @@ class RabbitMqQueue:
             for m in messages
         ]
         # One channel keeps the order; a failure leaves the messages before it published.
-        with _broker_errors(f"publishing {len(messages)} messages"):
+        with broker_errors(f"publishing {len(messages)} messages"):
             await asyncio.gather(*publishes)
 
     async def receive(self, max_messages: int, lease_seconds: float) -> list[Delivery]:
@@ -363,13 +345,13 @@ class RabbitMqQueue:
         publisher, work = await self._ready()
         if delay <= 0:
             copy = topo.copy_of(message, postroom_not_before=None, **headers)
-            with _broker_errors("publishing a retry"):
+            with broker_errors("publishing a retry"):
                 await work.publish(copy, routing_key=priority.value, mandatory=True)
             return
         tier = self.topology.tier_for(delay)
         not_before = time.time() + delay if delay > tier else None
         copy = topo.copy_of(message, postroom_not_before=not_before, **headers)
-        with _broker_errors("publishing a delayed retry"):
+        with broker_errors("publishing a delayed retry"):
             await publisher.default_exchange.publish(
                 copy, routing_key=self.topology.wait_queue(priority, tier), mandatory=True
             )
@@ -388,7 +370,7 @@ class RabbitMqQueue:
             postroom_not_before=None,
         )
         try:
-            with _broker_errors("dead-lettering"):
+            with broker_errors("dead-lettering"):
                 await publisher.default_exchange.publish(
                     letter, routing_key=self.topology.dead_queue, mandatory=True
                 )
@@ -397,75 +379,24 @@ class RabbitMqQueue:
             raise
         return await _settle(held.message)
 
-    # -- the dead-letter queue ------------------------------------------------------------
+    # -- the dead-letter queue (rabbitmq_dead_letters) --------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _reading_dead_letters(self) -> AsyncIterator[AbstractQueue]:
-        """The DLQ on a channel of its own: every message read and not acked goes back, in its
-        place, when the channel closes."""
-        await self._ready()
+    async def _dead_letters(self) -> DeadLetterReader:
+        _, work = await self._ready()
         assert self._connection is not None
-        with _broker_errors("reading the dead-letter queue"):
-            channel = await self._connection.channel(publisher_confirms=False)
-            try:
-                yield await channel.get_queue(self.topology.dead_queue, ensure=False)
-            finally:
-                await channel.close()
+        return DeadLetterReader(self._connection, work, self.topology)
 
     async def dlq_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        read: list[AbstractIncomingMessage] = []
-        async with self._reading_dead_letters() as queue:
-            while len(read) < offset + limit and (message := await _next(queue)):
-                read.append(message)
-        return [self._letter(message) for message in read[offset:]]
+        return await (await self._dead_letters()).page(limit, offset)
 
     async def dlq_get(self, message_id: str) -> DeadLetter | None:
-        async with self._reading_dead_letters() as queue:
-            while message := await _next(queue):
-                if topo.message_id(message) == message_id:
-                    return self._letter(message)
-        return None
+        return await (await self._dead_letters()).find(message_id)
 
     async def dlq_replay(self, message_ids: Sequence[str] | None = None) -> int:
-        wanted = None if message_ids is None else set(message_ids)
-        _, work = await self._ready()
-        replayed = 0
-        async with self._reading_dead_letters() as queue:
-            while message := await _next(queue):
-                if wanted is not None and topo.message_id(message) not in wanted:
-                    continue
-                letter = self._letter(message)
-                fresh = topo.copy_of(
-                    message,
-                    postroom_attempt=None,
-                    postroom_error=None,
-                    postroom_reason=None,
-                    postroom_dead_at=None,
-                    postroom_priority=None,
-                )
-                with _broker_errors("replaying a dead letter"):
-                    await work.publish(fresh, routing_key=letter.priority.value, mandatory=True)
-                    await message.ack()
-                replayed += 1
-        return replayed
+        return await (await self._dead_letters()).replay(message_ids)
 
     async def dlq_purge(self, message_ids: Sequence[str] | None = None) -> int:
-        async with self._reading_dead_letters() as queue:
-            if message_ids is None:
-                with _broker_errors("purging the dead-letter queue"):
-                    result = await queue.purge()
-                return int(getattr(result, "message_count", 0) or 0)
-            wanted = set(message_ids)
-            purged = 0
-            while message := await _next(queue):
-                if topo.message_id(message) in wanted:
-                    with _broker_errors("purging a dead letter"):
-                        await message.ack()
-                    purged += 1
-            return purged
-
-    def _letter(self, message: AbstractIncomingMessage) -> DeadLetter:
-        return topo.dead_letter_of(message, self.topology.max_deliveries)
+        return await (await self._dead_letters()).purge(message_ids)
 
     # -- counts and shutdown ---------------------------------------------------------------
 
@@ -475,7 +406,7 @@ class RabbitMqQueue:
         counted: AMQP reports only ready messages."""
         publisher, _ = await self._ready()
         counts = dict.fromkeys(Priority, 0)
-        with _broker_errors("counting messages"):
+        with broker_errors("counting messages"):
             channel = await publisher.get_underlay_channel()
             for priority in topo.CLASSES:
                 for name in self.topology.queues_of(priority):
@@ -495,17 +426,12 @@ class RabbitMqQueue:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._connection is not None:
-            with contextlib.suppress(*_BROKER_ERRORS):
+            with contextlib.suppress(*BROKER_ERRORS):
                 await self._connection.close()
         self._connection = self._publisher = self._work = None
         self._consuming = False
         for buffer in self._buffers.values():
             buffer.clear()
-
-
-async def _next(queue: AbstractQueue) -> AbstractIncomingMessage | None:
-    """The next dead letter, left unacked (so the next ``get`` moves on), or None at the end."""
-    return await queue.get(no_ack=False, fail=False)
 
 
 def _alive(message: AbstractIncomingMessage) -> bool:
@@ -520,11 +446,11 @@ async def _settle(message: AbstractIncomingMessage) -> bool:
     """Ack; False when the channel closed meanwhile (the broker has requeued the message)."""
     try:
         await message.ack()
-    except (*_BROKER_ERRORS, DeliveryError):
+    except (*BROKER_ERRORS, DeliveryError):
         return False
     return True
 
 
 async def _give_back(message: AbstractIncomingMessage) -> None:
-    with contextlib.suppress(*_BROKER_ERRORS):
+    with contextlib.suppress(*BROKER_ERRORS):
         await message.nack(requeue=True)

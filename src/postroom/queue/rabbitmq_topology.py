@@ -1,5 +1,5 @@
 """The RabbitMQ layout of the queue seam: names, queue arguments and wait tiers, declared
-idempotently; and the headers a Postroom message carries through it.
+idempotently; the headers a Postroom message carries through it; broker errors mapped to ours.
 
 ::
 
@@ -16,15 +16,19 @@ RabbitMQ expires messages only at the head of a queue, so every wait queue holds
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, HeadersType
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed
 
+from postroom.errors import ConfigurationError, QueueError
 from postroom.messages import Priority
 from postroom.queue.base import DeadLetter
 
@@ -48,6 +52,26 @@ _DEAD_LETTER_SAFELY = {
     "x-dead-letter-strategy": "at-least-once",
     "x-overflow": "reject-publish",  # required by at-least-once; no length limit is set
 }
+
+
+BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, OSError, asyncio.TimeoutError)
+
+
+@contextlib.contextmanager
+def broker_errors(doing: str) -> Iterator[None]:
+    """Broker and connection failures as :class:`QueueError`; a refused declaration (the
+    queues exist with other arguments) as :class:`ConfigurationError`."""
+    try:
+        yield
+    except QueueError:
+        raise
+    except ChannelPreconditionFailed as exc:
+        raise ConfigurationError(
+            f"RabbitMQ refused the queue layout ({exc}); a queue exists with other arguments "
+            "(a changed max_deliveries?): delete it, or use another prefix"
+        ) from exc
+    except BROKER_ERRORS as exc:
+        raise QueueError(f"RabbitMQ: {doing} failed: {exc!r}") from exc
 
 
 def tier_name(tier: float) -> str:

@@ -15,8 +15,7 @@ queues) redrive to ``{prefix}-dead`` after ``max_deliveries`` receives. Message 
   gets the copy early hides it again (ChangeMessageVisibility, up to 12 h a time), which counts
   as a receive towards the redrive limit.
 * **Dead letters** are sent to the DLQ with the reason, attempt and last error as attributes,
-  then the original is deleted. The DLQ operations read the whole DLQ (10 messages a request,
-  hidden while read) and make what they do not take visible again at once.
+  then the original is deleted. DLQ operations: :mod:`postroom.queue.sqs_dead_letters`.
 """
 
 from __future__ import annotations
@@ -25,21 +24,19 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from postroom.errors import QueueError
 from postroom.messages import Priority
 from postroom.queue import sqs_messages as sm
 from postroom.queue.base import DeadLetter, Delivery, OutgoingMessage
-
-_Message = dict[str, Any]  # a message as ReceiveMessage returns it
-# How long a DLQ read hides the messages it has not yet given back.
-_DLQ_READ_VISIBILITY = 120
+from postroom.queue.sqs_dead_letters import SqsDeadLetters, delete_received
+from postroom.queue.sqs_messages import aws_errors
 
 
 @dataclass(slots=True)
@@ -48,14 +45,6 @@ class _Lease:
     queue_url: str
     message: Mapping[str, Any]
     deadline: float  # monotonic; never later than SQS's own
-
-
-@contextlib.contextmanager
-def _aws_errors(doing: str) -> Iterator[None]:
-    try:
-        yield
-    except (BotoCoreError, ClientError) as exc:
-        raise QueueError(f"SQS: {doing} failed: {exc}") from exc
 
 
 class SqsQueue:
@@ -105,7 +94,7 @@ class SqsQueue:
         if self._client is None:
             async with self._lock:
                 if self._client is None:
-                    with _aws_errors("setting up the queues"):
+                    with aws_errors("setting up the queues"):
                         await self._open()
         return self._client
 
@@ -150,7 +139,7 @@ class SqsQueue:
                 failed += len(result.get("Failed", []))
             return failed
 
-        with _aws_errors(f"sending {len(messages)} messages"):
+        with aws_errors(f"sending {len(messages)} messages"):
             failed = await asyncio.gather(*(send_in_order(*group) for group in by_class.items()))
         if sum(failed):
             raise QueueError(f"SQS refused {sum(failed)} of {len(messages)} messages")
@@ -163,7 +152,7 @@ class SqsQueue:
             while len(deliveries) < max_messages:
                 wanted = min(sm.BATCH_ENTRIES, max_messages - len(deliveries))
                 started = time.monotonic()
-                with _aws_errors("receiving"):
+                with aws_errors("receiving"):
                     response = await sqs.receive_message(
                         QueueUrl=self._urls[priority],
                         MaxNumberOfMessages=wanted,
@@ -196,9 +185,9 @@ class SqsQueue:
         if room < 60:
             delay = min(not_before - now, sm.MAX_DELAY_SECONDS)
             await self._send_copy(url, message, sm.decode_body(message), priority, delay)
-            await self._delete_received(url, [message])
+            await delete_received(self._client, url, [message])
             return True
-        with _aws_errors("hiding a delayed message"):
+        with aws_errors("hiding a delayed message"):
             await self._client.change_message_visibility(
                 QueueUrl=url,
                 ReceiptHandle=message["ReceiptHandle"],
@@ -236,19 +225,7 @@ class SqsQueue:
             by_queue.setdefault(lease.queue_url, []).append(lease.message)
         deleted = 0
         for url, messages in by_queue.items():
-            deleted += await self._delete_received(url, messages)
-        return deleted
-
-    async def _delete_received(self, url: str, messages: Sequence[Mapping[str, Any]]) -> int:
-        """DeleteMessageBatch, 10 at a time; returns how many SQS deleted."""
-        deleted = 0
-        for chunk in sm.chunks(messages):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
-            ]
-            with _aws_errors("deleting messages"):
-                result = await self._client.delete_message_batch(QueueUrl=url, Entries=entries)
-            deleted += len(result.get("Successful", []))
+            deleted += await delete_received(self._client, url, messages)
         return deleted
 
     async def extend(self, deliveries: Sequence[Delivery], lease_seconds: float) -> int:
@@ -269,7 +246,7 @@ class SqsQueue:
                 }
                 for i, lease in enumerate(chunk)
             ]
-            with _aws_errors("extending leases"):
+            with aws_errors("extending leases"):
                 result = await self._client.change_message_visibility_batch(
                     QueueUrl=chunk[0].queue_url, Entries=entries
                 )
@@ -316,7 +293,7 @@ class SqsQueue:
     ) -> None:
         text, encoding = sm.encode_body(body)
         attributes = sm.resend_attributes(message, priority, **changes)
-        with _aws_errors("sending a copy"):
+        with aws_errors("sending a copy"):
             await self._client.send_message(
                 QueueUrl=url,
                 MessageBody=text,
@@ -342,91 +319,25 @@ class SqsQueue:
         await self._delete([lease])
         return True
 
-    # -- the dead-letter queue ------------------------------------------------------------
+    # -- the dead-letter queue (sqs_dead_letters) ----------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _dead_letters(self) -> AsyncIterator[tuple[list[_Message], list[_Message]]]:
-        """Every message in the DLQ, hidden while the caller works; those the caller has not
-        deleted are made visible again on the way out."""
-        sqs = await self._sqs()
-        read: dict[str, _Message] = {}
-        try:
-            while True:
-                with _aws_errors("reading the dead-letter queue"):
-                    response = await sqs.receive_message(
-                        QueueUrl=self._dead_url,
-                        MaxNumberOfMessages=sm.BATCH_ENTRIES,
-                        VisibilityTimeout=_DLQ_READ_VISIBILITY,
-                        WaitTimeSeconds=self._dlq_wait,
-                        AttributeNames=["SentTimestamp"],
-                        MessageAttributeNames=["All"],
-                    )
-                received = response.get("Messages", [])
-                if not received:
-                    break
-                # A read longer than the visibility timeout sees some messages twice.
-                read.update((m["MessageId"], m) for m in received)
-            taken: list[_Message] = []
-            yield list(read.values()), taken
-            for message in taken:
-                read.pop(message["MessageId"], None)
-        finally:
-            await self._show_again(list(read.values()))
-
-    async def _show_again(self, messages: Sequence[Mapping[str, Any]]) -> None:
-        for chunk in sm.chunks(messages):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                for i, m in enumerate(chunk)
-            ]
-            with contextlib.suppress(BotoCoreError, ClientError):
-                await self._client.change_message_visibility_batch(
-                    QueueUrl=self._dead_url, Entries=entries
-                )
-
-    def _letters(self, messages: Sequence[Mapping[str, Any]]) -> list[DeadLetter]:
-        letters = [sm.dead_letter_of(m, self.max_deliveries) for m in messages]
-        return sorted(letters, key=lambda letter: letter.dead_at)
+    async def _dead_letters(self) -> SqsDeadLetters:
+        client = await self._sqs()
+        return SqsDeadLetters(
+            client, self._dead_url, self._urls, self.max_deliveries, self._dlq_wait
+        )
 
     async def dlq_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        async with self._dead_letters() as (messages, _):
-            return self._letters(messages)[offset : offset + limit]
+        return await (await self._dead_letters()).page(limit, offset)
 
     async def dlq_get(self, message_id: str) -> DeadLetter | None:
-        async with self._dead_letters() as (messages, _):
-            found = [m for m in messages if sm.message_id(m) == message_id]
-            return self._letters(found)[0] if found else None
+        return await (await self._dead_letters()).find(message_id)
 
     async def dlq_replay(self, message_ids: Sequence[str] | None = None) -> int:
-        async with self._dead_letters() as (messages, taken):
-            chosen = _chosen(messages, message_ids)
-            by_class: dict[Priority, list[dict[str, Any]]] = {}
-            for message in chosen:
-                priority = sm.priority_of(message)
-                body, encoding = sm.encode_body(sm.decode_body(message))
-                attributes = sm.resend_attributes(
-                    message, priority, attempt=None, error=None, reason=None, dead_at=None
-                )
-                entry = {"MessageBody": body, "MessageAttributes": attributes | encoding}
-                by_class.setdefault(priority, []).append(entry)
-            for priority, entries in by_class.items():
-                for batch in sm.batches(entries):
-                    with _aws_errors("replaying dead letters"):
-                        result = await self._client.send_message_batch(
-                            QueueUrl=self._urls[priority], Entries=batch
-                        )
-                    if result.get("Failed"):
-                        raise QueueError(f"SQS refused a replayed message: {result['Failed'][0]}")
-            await self._delete_received(self._dead_url, chosen)
-            taken.extend(chosen)
-            return len(chosen)
+        return await (await self._dead_letters()).replay(message_ids)
 
     async def dlq_purge(self, message_ids: Sequence[str] | None = None) -> int:
-        async with self._dead_letters() as (messages, taken):
-            chosen = _chosen(messages, message_ids)
-            await self._delete_received(self._dead_url, chosen)
-            taken.extend(chosen)
-            return len(chosen)
+        return await (await self._dead_letters()).purge(message_ids)
 
     async def depth(self) -> dict[Priority, int]:
         """Waiting, delayed and in-flight messages per class, as SQS counts them
@@ -439,7 +350,7 @@ class SqsQueue:
             "ApproximateNumberOfMessagesDelayed",
         ]
         for priority, url in self._urls.items():
-            with _aws_errors("counting messages"):
+            with aws_errors("counting messages"):
                 result = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
             counts[priority] = sum(int(result["Attributes"].get(name, 0)) for name in names)
         return counts
@@ -459,12 +370,3 @@ async def _ensure_queue(client: Any, name: str) -> str:
             raise
         result = await client.create_queue(QueueName=name)
     return str(result["QueueUrl"])
-
-
-def _chosen(
-    messages: Sequence[dict[str, Any]], message_ids: Sequence[str] | None
-) -> list[dict[str, Any]]:
-    if message_ids is None:
-        return list(messages)
-    wanted = set(message_ids)
-    return [m for m in messages if sm.message_id(m) in wanted]

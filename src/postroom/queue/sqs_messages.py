@@ -4,6 +4,7 @@ batches the SQS APIs accept (10 entries, 256 KiB)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -12,7 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from postroom.errors import ConfigurationError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from postroom.errors import ConfigurationError, QueueError
 from postroom.messages import Priority
 from postroom.queue.base import DeadLetter
 
@@ -62,6 +65,15 @@ class SqsLocation:
                 f"POSTROOM_QUEUE_URL: prefix {prefix!r} must be 1-60 letters, digits, - or _"
             )
         return cls(options.get("region"), prefix, options.get("endpoint"))
+
+
+@contextlib.contextmanager
+def aws_errors(doing: str) -> Iterator[None]:
+    """botocore's failures (HTTP, credentials, SQS errors) as :class:`QueueError`."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise QueueError(f"SQS: {doing} failed: {exc}") from exc
 
 
 def queue_name(prefix: str, priority: Priority) -> str:
