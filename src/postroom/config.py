@@ -117,6 +117,11 @@ class Settings(BaseSettings):
 
     worker_concurrency: int = Field(default=64, ge=1, description="Messages in flight per worker.")
     claim_batch: int = Field(default=64, ge=1)
+    batch_linger: float = Field(
+        default=0.05,
+        ge=0,
+        description="Seconds a marketing-only claim may wait to fill a batch (never other mail).",
+    )
     poll_interval: float = Field(default=0.005, gt=0, description="Seconds between empty claims.")
     lease_seconds: float = Field(default=60.0, gt=0)
     immediate_retries: int = Field(default=3, ge=0)

@@ -367,6 +367,7 @@ def build_worker(postroom: Postroom, pipeline: DeliveryPipeline | None = None) -
         poll_interval=s.poll_interval,
         lease_seconds=s.lease_seconds,
         shutdown_grace=s.shutdown_grace,
+        linger=s.batch_linger,
     )
     postroom.wake_listeners.append(worker)
     return worker

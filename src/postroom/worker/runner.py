@@ -1,5 +1,9 @@
 """The worker loop: claim batches while there is room, run them concurrently, stop cleanly.
 
+Marketing mail lingers: a claim of marketing messages only that did not fill a batch keeps
+claiming for up to ``linger`` seconds, so that newsletters reach the provider in fuller batch
+calls. Critical and transactional mail never waits for company.
+
 Shutdown (SIGTERM, or the stop event) stops claiming at once, lets in-flight batches finish
 within the grace period, and only then cancels; a cancelled batch's messages are released
 at once.
@@ -11,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from postroom.messages import Priority
 from postroom.queue.base import Delivery, QueueBackend
 
 log = logging.getLogger("postroom.worker")
@@ -30,6 +35,7 @@ class Worker:
         lease_seconds: float,
         shutdown_grace: float,
         max_poll_interval: float = 0.05,
+        linger: float = 0.0,
     ) -> None:
         self.queue = queue
         self.handle = handle
@@ -39,6 +45,7 @@ class Worker:
         self.max_poll_interval = max(max_poll_interval, poll_interval)
         self.lease_seconds = lease_seconds
         self.shutdown_grace = shutdown_grace
+        self.linger = linger
         self._in_flight = 0
         self._room = asyncio.Event()
         self._wakeup = asyncio.Event()
@@ -67,7 +74,7 @@ class Worker:
                 idle_wait = self.max_poll_interval
             if deliveries:
                 idle_wait = self.poll_interval
-                self._start(deliveries)
+                self._start(await self._fill(deliveries, min(room, self.claim_batch), stop))
                 continue
             self._wakeup.clear()
             await _first(stop.wait(), self._wakeup.wait(), asyncio.sleep(idle_wait))
@@ -76,6 +83,25 @@ class Worker:
             if self._wakeup.is_set():
                 idle_wait = self.poll_interval
         await self._drain()
+
+    async def _fill(
+        self, deliveries: list[Delivery], wanted: int, stop: asyncio.Event
+    ) -> list[Delivery]:
+        """Top up a marketing-only claim for up to ``linger`` seconds (see the module doc)."""
+        if self.linger <= 0 or any(d.priority is not Priority.MARKETING for d in deliveries):
+            return deliveries
+        deadline = asyncio.get_running_loop().time() + self.linger
+        while len(deliveries) < wanted and not stop.is_set():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(self.poll_interval, left))
+            try:
+                deliveries += await self.queue.receive(wanted - len(deliveries), self.lease_seconds)
+            except Exception:
+                log.exception("claiming from the queue failed; sending what is held")
+                break
+        return deliveries
 
     def _start(self, deliveries: list[Delivery]) -> None:
         self._in_flight += len(deliveries)

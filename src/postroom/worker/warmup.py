@@ -39,7 +39,7 @@ class WarmupSchedule:
         n = max(0, (day - self.start).days)
         if n >= self.days - 1:
             return None
-        growth = (self.target / self.initial) ** (n / (self.days - 1))
+        growth: float = (self.target / self.initial) ** (n / (self.days - 1))
         return round(self.initial * growth)
 
 
