@@ -36,6 +36,10 @@ from postroom.worker.throttle import Throttle
 
 log = logging.getLogger("postroom.worker")
 
+# Outcomes are retried over about 6 s (0.2, 0.4 … 3.2), well inside a lease.
+_RECORD_ATTEMPTS = 6
+_RECORD_BACKOFF = 0.2
+
 
 @dataclass(slots=True)
 class Item:
@@ -419,10 +423,26 @@ class DeliveryPipeline:
                 for delivery, reason in s.dead:
                     queue.dead_letter_within(conn, delivery, reason)
 
-            await self.ledger.record(s.outcomes, then=settle)
+            await self._record(s, settle)
         else:
-            await self.ledger.record(s.outcomes, then=suppress if s.suppress else None)
+            await self._record(s, suppress if s.suppress else None)
             await self._settle_with_queue(s)
+
+    async def _record(self, s: Settlement, then: Callable[[Transaction], None] | None) -> None:
+        """Record the outcomes, trying again through a short database outage: once mail has
+        gone out, giving up here would leave its rows ``sending``, and after a lease they
+        would count as ambiguous and (by policy) be sent twice."""
+        for attempt in range(_RECORD_ATTEMPTS):
+            try:
+                await self.ledger.record(s.outcomes, then=then)
+                return
+            except Exception:
+                if attempt == _RECORD_ATTEMPTS - 1:
+                    raise
+                log.warning(
+                    "recording %d outcomes failed; trying again", len(s.outcomes), exc_info=True
+                )
+                await asyncio.sleep(_RECORD_BACKOFF * 2**attempt)
 
     async def _settle_with_queue(self, s: Settlement) -> None:
         if s.ack:

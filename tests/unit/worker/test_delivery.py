@@ -321,3 +321,28 @@ async def test_a_row_noted_ambiguous_before_a_crash_is_resent_once_not_stuck(
         await running.shutdown()
     assert len(fake_provider.delivered) == 1
     assert await postroom.ledger.count_attempts(SendStatus.AMBIGUOUS) == 1  # counted once
+
+
+async def test_outcomes_are_recorded_through_a_short_database_outage(
+    postroom: Postroom, fake_provider: FakeProvider, monkeypatch: Any
+) -> None:
+    """The mail went out; the ledger write fails twice: the worker tries again rather than
+    leaving the row `sending` (which would later count as ambiguous and be resent)."""
+    record = postroom.ledger.record
+    failures = [RuntimeError("database went away"), RuntimeError("still away")]
+
+    async def flaky_record(*args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop(0)
+        await record(*args, **kwargs)
+
+    monkeypatch.setattr(postroom.ledger, "record", flaky_record)
+    [accepted] = await submit(postroom, [welcome()])
+    worker = RunningWorker(postroom)
+    try:
+        await worker.until(lambda: _is(postroom, accepted.id, SendStatus.SENT))
+    finally:
+        await worker.shutdown()
+    assert failures == []
+    assert len(fake_provider.delivered) == 1
+    assert await postroom.queue.depth() == {p: 0 for p in Priority}
