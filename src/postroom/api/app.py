@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 import postroom
-from postroom.api import deliverability, emails, webhooks
+from postroom.api import deliverability, emails, unsubscribe, webhooks
 from postroom.config import Settings
 from postroom.wiring import Postroom, build_worker, open_postroom, prepare_database
 
@@ -49,6 +49,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     app.include_router(emails.router)
     app.include_router(deliverability.router)
     app.include_router(webhooks.router)
+    app.include_router(unsubscribe.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.middleware("http")(_limit_body)
 
