@@ -195,7 +195,9 @@ class FeedbackStore:
     ) -> None:
         soft_bounced: set[str] = set()
         _advance_states(conn, fresh, now)
-        for event, send in fresh:
+        # Rows are written in a fixed order (here: by address) so that two requests touching
+        # the same rows on PostgreSQL wait for each other instead of deadlocking.
+        for event, send in sorted(fresh, key=lambda pair: pair[1].recipient):
             rule = suppression_for(event)
             if rule is None:
                 if event.type is FeedbackType.BOUNCED_SOFT and not is_policy_block(event):
@@ -326,7 +328,8 @@ def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
     multi-row INSERT … RETURNING per batch)."""
     if not rows:
         return set()
-    return set(conn.execute(_INSERT_EVENTS[conn.dialect.name], rows).scalars())
+    ordered = sorted(rows, key=lambda row: str(row["dedupe_key"]))  # a fixed lock order
+    return set(conn.execute(_INSERT_EVENTS[conn.dialect.name], ordered).scalars())
 
 
 def _advance_states(
@@ -339,7 +342,7 @@ def _advance_states(
             continue
         previous = wanted.get(send.id)
         wanted[send.id] = (send, stronger(previous[1] if previous else None, state))
-    for send_id, (send, state) in wanted.items():
+    for send_id, (send, state) in sorted(wanted.items()):
         values = {
             "send_id": send_id,
             "recipient": send.recipient,

@@ -3,6 +3,7 @@ sends before they suppress anyone, order-independent."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -291,3 +292,20 @@ async def test_an_event_without_recipient_binds_through_a_unique_message_id(
     assert result.suppressed and result.suppressed[0][0] == "someone@example.com"
     stored = await db.read(lambda conn: conn.execute(select(events.c.recipient)).scalar_one())
     assert stored == "someone@example.com"
+
+
+async def test_concurrent_requests_about_one_send_end_at_the_strongest_state(
+    db: Database, store: FeedbackStore
+) -> None:
+    send_id = await add_send(db, "gone@example.com")
+    events_in_flight = [
+        delivered("gone@example.com", send_id),
+        bounce("gone@example.com", send_id),
+        fixture_event(
+            "sendgrid/docs-open.json", recipient="gone@example.com", postroom_send_id=send_id
+        ),
+        delivered("gone@example.com", send_id, diagnostic="250 again", esp_event_id="e2"),
+    ]
+    await asyncio.gather(*(store.ingest([e]) for e in events_in_flight))
+    assert await store.state(send_id) == "bounced_hard"
+    assert await count(db, events) == 4
