@@ -126,6 +126,22 @@ async def test_retry_waits_for_delay_and_counts_attempt(
     assert second.deliveries == first.deliveries
 
 
+async def test_a_short_delay_is_not_held_behind_a_long_one(
+    queue_harness: QueueHarness, queue_backend: QueueBackend
+) -> None:
+    # Brokers expire messages from the head of a queue: a 30 s retry queued first must not
+    # hold back a short one queued after it.
+    await queue_backend.enqueue([message("long"), message("short")])
+    long, short = await queue_backend.receive(2, LONG_LEASE)
+
+    assert await queue_backend.retry(long, LONG_LEASE, "slow provider") is True
+    assert await queue_backend.retry(short, queue_harness.short_lease, "blip") is True
+    await asyncio.sleep(queue_harness.short_lease * 1.5)
+
+    assert ids(await queue_backend.receive(10, LONG_LEASE)) == ["short"]
+    assert (await queue_backend.depth())[TRANSACTIONAL] == 2
+
+
 async def test_release_does_not_count_an_attempt(queue_backend: QueueBackend) -> None:
     await queue_backend.enqueue([message("m1")])
     first = await receive_one(queue_backend)

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import os
 import secrets
 import time
 from collections import deque
@@ -114,6 +115,8 @@ class RabbitMqQueue:
         self._token = secrets.token_hex(4)
         self._receipts = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
+        # Shown by `rabbitmqctl list_connections client_properties` and the management UI.
+        self.connection_name = f"postroom {prefix} pid {os.getpid()} {self._token}"
 
     @classmethod
     def from_url(
@@ -149,7 +152,7 @@ class RabbitMqQueue:
     async def _connect(self) -> None:
         with broker_errors("connecting"):
             connection = await aio_pika.connect_robust(
-                self._url, client_properties={"connection_name": "postroom"}
+                self._url, client_properties={"connection_name": self.connection_name}
             )
             try:
                 publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -223,7 +226,7 @@ class RabbitMqQueue:
                 message = buffer.popleft()
                 if not _alive(message):
                     continue  # its channel closed: the broker has requeued it
-                not_before = topo.header_float(message.headers or {}, topo.NOT_BEFORE)
+                not_before = topo.header_time(message.headers or {}, topo.NOT_BEFORE)
                 if not_before is not None and not_before > now:
                     await self._park(message, priority, not_before - now)
                     continue
@@ -349,7 +352,7 @@ class RabbitMqQueue:
                 await work.publish(copy, routing_key=priority.value, mandatory=True)
             return
         tier = self.topology.tier_for(delay)
-        not_before = time.time() + delay if delay > tier else None
+        not_before = topo.epoch_millis(time.time() + delay) if delay > tier else None
         copy = topo.copy_of(message, postroom_not_before=not_before, **headers)
         with broker_errors("publishing a delayed retry"):
             await publisher.default_exchange.publish(
@@ -366,7 +369,7 @@ class RabbitMqQueue:
             postroom_reason=reason,
             postroom_attempt=delivery.attempt,
             postroom_priority=delivery.priority.value,
-            postroom_dead_at=time.time(),
+            postroom_dead_at=topo.epoch_millis(time.time()),
             postroom_not_before=None,
         )
         try:

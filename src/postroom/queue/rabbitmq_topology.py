@@ -39,10 +39,11 @@ DEFAULT_WAIT_TIERS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200
 # Headers Postroom sets; a message without them (an external producer's) is a first delivery.
 ATTEMPT = "postroom-attempt"
 LAST_ERROR = "postroom-error"
-NOT_BEFORE = "postroom-not-before"  # epoch seconds: a delay longer than the longest tier
+# Times are whole epoch milliseconds: AMQP header floats are 32 bits (a 128 s resolution today).
+NOT_BEFORE = "postroom-not-before"  # a delay longer than the longest tier
 REASON = "postroom-reason"
 PRIORITY = "postroom-priority"
-DEAD_AT = "postroom-dead-at"  # epoch seconds
+DEAD_AT = "postroom-dead-at"
 DELIVERY_COUNT = "x-delivery-count"  # set by quorum queues: earlier hand-outs of this copy
 # Long reasons and errors would not fit a header frame (frame_max, 128 KiB by default).
 HEADER_TEXT_LIMIT = 2000
@@ -186,10 +187,16 @@ def header_int(headers: Mapping[str, Any], name: str) -> int:
         return 0
 
 
-def header_float(headers: Mapping[str, Any], name: str) -> float | None:
+def epoch_millis(seconds: float) -> int:
+    """A time for a header (see NOT_BEFORE)."""
+    return round(seconds * 1000)
+
+
+def header_time(headers: Mapping[str, Any], name: str) -> float | None:
+    """A time header (epoch milliseconds) as epoch seconds."""
     value = headers.get(name)
     try:
-        return float(value) if value is not None else None
+        return int(value) / 1000 if value is not None else None
     except (TypeError, ValueError):
         return None
 
@@ -228,7 +235,7 @@ def dead_letter_of(message: AbstractIncomingMessage, max_deliveries: int) -> Dea
     deaths = headers.get("x-death")
     death: Mapping[str, Any] = deaths[0] if isinstance(deaths, list) and deaths else {}
     reason = header_text(headers, REASON) or _broker_reason(death, max_deliveries)
-    dead_at_epoch = header_float(headers, DEAD_AT)
+    dead_at_epoch = header_time(headers, DEAD_AT)
     if dead_at_epoch is not None:
         dead_at = datetime.fromtimestamp(dead_at_epoch, UTC)
     elif isinstance(death.get("time"), datetime):

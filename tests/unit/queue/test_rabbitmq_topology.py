@@ -115,7 +115,7 @@ def test_dead_letter_from_our_headers() -> None:
                 "postroom-reason": "5.1.1 unknown user",
                 "postroom-attempt": 2,
                 "postroom-priority": "critical",
-                "postroom-dead-at": 1_700_000_000.5,
+                "postroom-dead-at": 1_700_000_000_500,  # milliseconds
             },
             "m1",
         ),
