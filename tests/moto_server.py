@@ -1,9 +1,8 @@
 """A moto server (SQS and other AWS APIs on loopback) for tests, started once per test session.
 
-``moto_endpoint()`` starts it on a free port at first use and gives its URL (its thread is a
-daemon: it ends with the test run); the ``moto_server`` fixture does the same and stops it
-when the session ends. Every test keeps to
-queues of its own (a unique name prefix) and deletes them, so tests never see each other's.
+``moto_endpoint()`` starts it on a free port at first use and gives its URL; its thread is a
+daemon, so it ends with the test run. Every test keeps to queues of its own (a unique name
+prefix) and deletes them, so tests never see each other's.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Iterator
 
-import pytest
 from aiobotocore.session import get_session
 from moto.server import ThreadedMotoServer
 
@@ -46,14 +43,6 @@ def moto_endpoint() -> str:
     """The running moto server's URL (started now if need be), with fake AWS credentials set."""
     os.environ.update(FAKE_CREDENTIALS)
     return _server()[1]
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    yield moto_endpoint()
-    server, _ = _server()
-    server.stop()
-    _server.cache_clear()
 
 
 async def delete_sqs_queues(endpoint: str, prefix: str) -> None:
