@@ -106,6 +106,7 @@ class FakeEsp:
         self.rate_limit_violations = 0
         self._recent: deque[float] = deque()
         self._drop_after: set[int] = set()  # requests to answer by closing the connection
+        self._down_until = 0.0  # an outage: every request answers 503 until then
         self.calls: list[Any] = []  # the parsed body of every accepted call
         self.delivered: list[Delivered] = []
         self._release = asyncio.Event()
@@ -118,6 +119,14 @@ class FakeEsp:
     def fail_next(self, *faults: Fault) -> None:
         self.faults.extend(faults)
 
+    def outage(self, seconds: float) -> None:
+        """Answer every request with 503 for the next ``seconds``."""
+        self._down_until = time.monotonic() + seconds
+
+    @property
+    def down(self) -> bool:
+        return time.monotonic() < self._down_until
+
     async def fault_for(self, request: web.Request) -> web.StreamResponse | None:
         self.requests += 1
         now = time.monotonic()
@@ -125,6 +134,8 @@ class FakeEsp:
             self.retry_after_violations += 1
         self._count_rate(now)
         fault = self.faults.popleft() if self.faults else None
+        if fault is None and now < self._down_until:
+            fault = Fault.answer(503, b'{"message": "Service unavailable"}')
         if fault is None and self.fault_mix is not None:
             fault = self.fault_mix.draw()
         if fault is None:
