@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a marketing-only claim may wait to fill a batch (never other mail).",
     )
-    poll_interval: float = Field(default=0.005, gt=0, description="Seconds between empty claims.")
+    poll_interval: float = Field(default=0.002, gt=0, description="Seconds between empty claims.")
     lease_seconds: float = Field(default=60.0, gt=0)
     immediate_retries: int = Field(default=3, ge=0)
     immediate_retry_delay: float = Field(default=0.2, ge=0, description="Base, jittered.")

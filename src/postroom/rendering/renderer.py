@@ -4,6 +4,7 @@ a stable Message-ID and the headers mailbox providers expect (RFC 8058 one-click
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Mapping
@@ -143,7 +144,7 @@ class Renderer:
             subject=subject,
             html=html,
             text=text,
-            date=format_datetime(when),
+            date=_date_header(int(when.timestamp())),
             headers=self._headers(email_type, send_id, token),
             email_type=email_type.name,
             category=email_type.category,
@@ -303,3 +304,9 @@ def _stringify(metadata: Mapping[str, Any]) -> dict[str, str]:
         str(key): value if isinstance(value, str) else orjson.dumps(value).decode()
         for key, value in metadata.items()
     }
+
+
+@functools.lru_cache(maxsize=8)
+def _date_header(epoch_second: int) -> str:
+    """RFC 5322 Date in UTC; formatting cost 20-50 µs a message, and a busy second repeats."""
+    return format_datetime(datetime.fromtimestamp(epoch_second, UTC))
