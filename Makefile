@@ -8,7 +8,7 @@ UV := .tools/bin/uv
 endif
 PYTEST_ARGS ?=
 
-.PHONY: run test check lint format typecheck setup bench clean
+.PHONY: run test check lint format typecheck setup bench chaos clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -40,6 +40,9 @@ format: setup
 
 typecheck: setup
 	$(UV) run --frozen mypy
+
+chaos: setup
+	$(UV) run --frozen pytest tests/integration/test_chaos.py -m long -s
 
 bench: setup
 	$(UV) run --frozen postroom bench transactional
