@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import hashlib
+import itertools
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -34,6 +35,8 @@ INLINE_BATCH = 16
 RESEND_INDEX_WINDOW = 10_000
 """How many of the newest index lines a resend looks through for its own line."""
 _log = logging.getLogger("postroom.providers.outbox")
+_TEMP_NAMES = itertools.count()
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
 
 
@@ -45,11 +48,13 @@ def _file_stem(send_id: str) -> str:
     return "id-" + hashlib.sha256(send_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-def _day(email: RenderedEmail) -> str:
+@functools.lru_cache(maxsize=64)
+def _day(date_header: str) -> str:
     # The day comes from the message's own Date header, not the clock, so a resend of the same
     # message after midnight still lands on the same name and is recognised as a duplicate.
+    # Cached: a busy second's messages share one Date.
     try:
-        moment = parsedate_to_datetime(email.date)
+        moment = parsedate_to_datetime(date_header)
     except (TypeError, ValueError):
         moment = datetime.now(UTC)
     if moment.tzinfo is not None:
@@ -100,7 +105,7 @@ class OutboxProvider:
             index.open()
             for email in batch:
                 error: PermanentProviderError | TransientProviderError
-                relative = f"{_day(email)}/{_file_stem(email.send_id)}.eml"
+                relative = f"{_day(email.date)}/{_file_stem(email.send_id)}.eml"
                 try:
                     written = self._write_one(email, self.directory / relative, touched)
                 except InvalidMessageError as exc:
@@ -139,7 +144,7 @@ class OutboxProvider:
 
     def _write_one(self, email: RenderedEmail, final: Path, touched: set[Path]) -> bool:
         """Write ``email`` to ``final``; False when it was already there (a resend)."""
-        if final.exists():
+        if os.path.exists(final):
             return False
         data = build_mime(email)
         folder = final.parent
@@ -147,8 +152,13 @@ class OutboxProvider:
             folder.mkdir(parents=True, exist_ok=True)
             touched.add(folder)
         # Not ".eml": a worker killed before the link leaves this behind, and it must not pass
-        # for a delivered message.
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+        # for a delivered message. Unique per process and write; O_EXCL refuses a leftover.
+        temp = f"{folder}/.tmp-{os.getpid()}-{next(_TEMP_NAMES)}.part"
+        try:
+            fd = os.open(temp, _TEMP_FLAGS, 0o600)
+        except FileExistsError:  # left by a killed process that had the same pid
+            os.unlink(temp)
+            fd = os.open(temp, _TEMP_FLAGS, 0o600)
         try:
             try:
                 view = memoryview(data)
