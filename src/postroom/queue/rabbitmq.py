@@ -39,9 +39,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 from aio_pika.abc import (
-    AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import (
@@ -61,6 +61,8 @@ log = logging.getLogger("postroom.queue.rabbitmq")
 # After the consumers start, wait this long at most for the broker's first deliveries, so the
 # first receive sees what was already queued (and hands out the most urgent of it).
 _FIRST_FILL_WAIT = 0.5
+# How long a publish waits for a lost connection to come back before it fails.
+_RECONNECT_WAIT = 10.0
 # How long a pause in deliveries ends a receive's batch (see ``_collect``).
 _SETTLE = 0.005
 # Our options in the URL's query; the rest of the URL goes to aio-pika as it is.
@@ -104,7 +106,7 @@ class RabbitMqQueue:
         self._receive_wait = receive_wait
         self._lock = asyncio.Lock()
         self._connection: AbstractRobustConnection | None = None
-        self._publisher: AbstractChannel | None = None
+        self._publisher: AbstractRobustChannel | None = None
         self._work: AbstractExchange | None = None
         self._consuming = False
         self._buffers: dict[Priority, deque[AbstractIncomingMessage]] = {
@@ -141,12 +143,20 @@ class RabbitMqQueue:
 
     # -- connection, topology, consumers ------------------------------------------------
 
-    async def _ready(self) -> tuple[AbstractChannel, AbstractExchange]:
+    async def _ready(self) -> tuple[AbstractRobustChannel, AbstractExchange]:
         if self._publisher is None or self._work is None:
             async with self._lock:
                 if self._publisher is None:
                     await self._connect()
         assert self._publisher is not None and self._work is not None
+        try:
+            # After a lost connection, wait (a while) for connect_robust to restore the channel
+            # rather than fail every publish in the meantime.
+            await asyncio.wait_for(self._publisher.ready(), _RECONNECT_WAIT)
+        except TimeoutError as exc:
+            raise QueueError(
+                f"RabbitMQ: not connected again within {_RECONNECT_WAIT:.0f} s"
+            ) from exc
         return self._publisher, self._work
 
     async def _connect(self) -> None:
@@ -236,11 +246,14 @@ class RabbitMqQueue:
     async def _collect(self, wanted: int) -> None:
         """Wait up to ``receive_wait`` for a first delivery, then while more keep coming (a
         gap of ``_SETTLE`` ends it) and fewer than ``wanted`` are buffered: messages the broker
-        is still sending (published a moment ago, a higher class among them) join this batch."""
+        is still sending (published a moment ago, a higher class among them) join this batch.
+        Never longer than ``receive_wait`` in all, however the deliveries trickle in."""
+        deadline = time.monotonic() + self._receive_wait
         if not self._buffered() and not await self._next_arrival(self._receive_wait):
             return
-        while self._buffered() < wanted and await self._next_arrival(_SETTLE):
-            pass
+        while self._buffered() < wanted and time.monotonic() < deadline:
+            if not await self._next_arrival(_SETTLE):
+                return
 
     async def _next_arrival(self, within: float) -> bool:
         self._arrived.clear()
