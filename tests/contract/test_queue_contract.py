@@ -336,6 +336,19 @@ async def test_extend_keeps_a_long_running_message(
     assert await queue_backend.ack(held) == 1
 
 
+async def test_extend_holds_messages_of_several_classes_at_once(
+    queue_harness: QueueHarness, queue_backend: QueueBackend
+) -> None:
+    await queue_backend.enqueue([message("c", CRITICAL), message("m", MARKETING)])
+    held = await queue_backend.receive(2, queue_harness.short_lease)
+    await asyncio.sleep(queue_harness.short_lease * 0.6)
+
+    assert await queue_backend.extend(held, LONG_LEASE) == 2
+    await asyncio.sleep(queue_harness.short_lease * 0.9)  # past the first lease
+    assert await queue_backend.receive(10, LONG_LEASE) == []
+    assert await queue_backend.ack(held) == 2
+
+
 async def test_extend_after_losing_the_lease_holds_nothing(
     queue_harness: QueueHarness, queue_backend: QueueBackend
 ) -> None:

@@ -236,23 +236,27 @@ class SqsQueue:
             for d in deliveries
             if (lease := self._leases.get(d.receipt)) is not None and now < lease.deadline
         ]
+        by_queue: dict[str, list[_Lease]] = {}
+        for lease in live:
+            by_queue.setdefault(lease.queue_url, []).append(lease)
         extended = 0
-        for chunk in sm.chunks(live):
-            entries = [
-                {
-                    "Id": str(i),
-                    "ReceiptHandle": lease.delivery.receipt,
-                    "VisibilityTimeout": visibility,
-                }
-                for i, lease in enumerate(chunk)
-            ]
-            with aws_errors("extending leases"):
-                result = await self._client.change_message_visibility_batch(
-                    QueueUrl=chunk[0].queue_url, Entries=entries
-                )
-            for success in result.get("Successful", []):
-                chunk[int(success["Id"])].deadline = now + visibility
-                extended += 1
+        for url, leases in by_queue.items():
+            for chunk in sm.chunks(leases):
+                entries = [
+                    {
+                        "Id": str(i),
+                        "ReceiptHandle": held.delivery.receipt,
+                        "VisibilityTimeout": visibility,
+                    }
+                    for i, held in enumerate(chunk)
+                ]
+                with aws_errors("extending leases"):
+                    result = await self._client.change_message_visibility_batch(
+                        QueueUrl=url, Entries=entries
+                    )
+                for success in result.get("Successful", []):
+                    chunk[int(success["Id"])].deadline = now + visibility
+                    extended += 1
         return extended
 
     async def retry(self, delivery: Delivery, delay_seconds: float, error: str) -> bool:
