@@ -17,7 +17,7 @@ from email.utils import getaddresses
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from tests.esp_fakes.base import Delivered, FakeEsp
 
 MAX_RECIPIENTS = 1000
@@ -29,13 +29,20 @@ def message(text: str, status: int = 400) -> web.Response:
 
 
 async def form_fields(request: web.Request) -> list[tuple[str, str]]:
-    """Form fields in order, repeats kept. Urlencoded bodies are parsed here because
-    aiohttp's own form parser stops at 1,000 fields, fewer than a full Mailgun batch has."""
+    """Form fields in order, repeats kept. Both encodings are parsed here because aiohttp's
+    own form parser stops at 1,000 fields, fewer than a full Mailgun batch has."""
     if request.content_type == "application/x-www-form-urlencoded":
         text = (await request.read()).decode()
         return urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=None)
-    form = await request.post()
-    return [(k, str(v)) for k, v in form.items()]
+    if request.content_type != "multipart/form-data":
+        await request.read()
+        return []
+    fields = []
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        assert isinstance(part, BodyPartReader) and part.name is not None
+        fields.append((part.name, (await part.read()).decode()))
+    return fields
 
 
 class FakeMailgun(FakeEsp):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import secrets
 import urllib.parse
 from collections.abc import Sequence
 from email.utils import formataddr
@@ -46,6 +47,7 @@ from postroom.providers.http import (
     HttpReply,
     classify_status,
     client_from_settings,
+    personalize_all,
     required,
 )
 from postroom.providers.http_batching import Personalized, group_for_batch, personalize
@@ -86,10 +88,7 @@ class MailgunProvider(HttpEspProvider):
         self.domain = domain
         self._url = f"{base_url.rstrip('/')}/v3/{urllib.parse.quote(domain, safe='')}/messages"
         credentials = base64.b64encode(f"api:{api_key}".encode()).decode("ascii")
-        self._headers = {
-            "Authorization": f"Basic {credentials}",
-            "Content-Type": "application/x-www-form-urlencoded",
-        }
+        self._authorization = f"Basic {credentials}"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MailgunProvider:
@@ -102,6 +101,9 @@ class MailgunProvider(HttpEspProvider):
 
     def prepare(self, email: RenderedEmail) -> Personalized:
         return personalize(email, _marker, marker_prefix=_MARKER_PREFIX)
+
+    def prepare_all(self, batch: Sequence[RenderedEmail]) -> list[Personalized]:
+        return personalize_all(batch, _marker, marker_prefix=_MARKER_PREFIX)
 
     def plan(self, items: Sequence[Personalized]) -> list[list[int]]:
         position = {id(item): index for index, item in enumerate(items)}
@@ -116,8 +118,12 @@ class MailgunProvider(HttpEspProvider):
         )
 
     def request(self, items: Sequence[Personalized]) -> EspRequest:
-        body = urllib.parse.urlencode(build_fields(items)).encode("ascii")
-        return EspRequest(self._url, body, self._headers)
+        boundary, body = multipart_body(build_fields(items))
+        headers = {
+            "Authorization": self._authorization,
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        }
+        return EspRequest(self._url, body, headers)
 
     def parse(self, items: Sequence[Personalized], reply: HttpReply) -> list[SendResult]:
         if 200 <= reply.status < 300:
@@ -179,6 +185,27 @@ def build_fields(items: Sequence[Personalized]) -> list[tuple[str, str]]:
         variables = {item.email.recipient: dict(item.values) for item in items}
         fields.append(("recipient-variables", orjson.dumps(variables).decode()))
     return fields
+
+
+def multipart_body(fields: Sequence[tuple[str, str]]) -> tuple[str, bytes]:
+    """``fields`` as ``multipart/form-data`` (what Mailgun's examples send): each value goes
+    as raw UTF-8, where URL-encoding would escape a body character by character in Python
+    (~300 µs for a 4 KB HTML part). Returns the boundary and the body."""
+    # A quote or line break in a name is escaped as browsers do (HTML's form-data rules).
+    encoded = [
+        (name.encode().replace(b'"', b"%22").replace(b"\r", b"%0D").replace(b"\n", b"%0A"),
+         value.encode())
+        for name, value in fields
+    ]  # fmt: skip
+    boundary = secrets.token_hex(16).encode()
+    while any(boundary in value for _name, value in encoded):
+        boundary = secrets.token_hex(16).encode()  # vanishingly rare; never split a value
+    parts = [
+        b'--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (boundary, name, value)
+        for name, value in encoded
+    ]
+    parts.append(b"--%s--\r\n" % boundary)
+    return boundary.decode(), b"".join(parts)
 
 
 def _recipient(email: RenderedEmail) -> str:

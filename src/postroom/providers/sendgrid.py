@@ -43,6 +43,7 @@ from postroom.providers.http import (
     HttpReply,
     classify_status,
     client_from_settings,
+    personalize_all,
     required,
 )
 from postroom.providers.http_batching import Personalized, group_for_batch, personalize
@@ -118,6 +119,9 @@ class SendGridProvider(HttpEspProvider):
     def prepare(self, email: RenderedEmail) -> Personalized:
         return personalize(email, _marker, marker_prefix=_MARKER_PREFIX)
 
+    def prepare_all(self, batch: Sequence[RenderedEmail]) -> list[Personalized]:
+        return personalize_all(batch, _marker, marker_prefix=_MARKER_PREFIX)
+
     def plan(self, items: Sequence[Personalized]) -> list[list[int]]:
         position = {id(item): index for index, item in enumerate(items)}
         calls = group_for_batch(items, MAX_PERSONALIZATIONS)
@@ -150,10 +154,12 @@ def build_payload(items: Sequence[Personalized]) -> dict[str, Any]:
     """The Mail Send body for one call; all ``items`` share a key (same content template)."""
     first = items[0]
     single = len(items) == 1
-    # Every item of the call has the same content, so the same markers: look them up once.
-    used = [] if single else [name for name in first.values if _used(first, _marker(name))]
+    # Every item of the call has the same content and header names (their key is equal), so
+    # the markers in use and the headers SendGrid accepts are looked up once per call.
+    used = [] if single else [(m, n) for n in first.values if _used(first, m := _marker(n))]
+    header_names = [n for n in first.email.headers if n.lower() not in _RESERVED_HEADERS]
     payload: dict[str, Any] = {
-        "personalizations": [_personalization(item, used) for item in items],
+        "personalizations": [_personalization(item, header_names, used) for item in items],
         "from": _address(first.email.sender, "sender"),
         "subject": first.email.subject if single else first.subject,
         "content": _content(first.email if single else first),
@@ -182,16 +188,15 @@ def _used(item: Personalized, marker: str) -> bool:
     return marker in item.html or marker in item.text or marker in item.subject
 
 
-def _personalization(item: Personalized, used: Sequence[str]) -> dict[str, Any]:
+def _personalization(
+    item: Personalized, header_names: Sequence[str], used: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
     email = item.email
     to = {"email": email.recipient}
     if email.recipient_name:
         to["name"] = email.recipient_name
-    headers = {
-        name: value
-        for name, value in email.headers.items()
-        if name.lower() not in _RESERVED_HEADERS
-    }
+    own = email.headers
+    headers = {name: own[name] for name in header_names}
     headers["Message-ID"] = email.message_id
     entry: dict[str, Any] = {
         "to": [to],
@@ -205,5 +210,6 @@ def _personalization(item: Personalized, used: Sequence[str]) -> dict[str, Any]:
     }
     if used:
         # Each substitution restores this recipient's own text in the shared content.
-        entry["substitutions"] = {_marker(name): item.values[name] for name in used}
+        values = item.values
+        entry["substitutions"] = {marker: values[name] for marker, name in used}
     return entry
