@@ -99,7 +99,9 @@ class RabbitMqQueue:
         receive_wait: float = 0.05,
     ) -> None:
         if urlsplit(url).scheme not in ("amqp", "amqps"):
-            raise ConfigurationError(f"not a RabbitMQ URL (amqp:// or amqps://): {url!r}")
+            raise ConfigurationError(
+                f"not a RabbitMQ URL (amqp:// or amqps://): {urlsplit(url).scheme}://…"
+            )
         self._url = url
         self.topology = topo.Topology.build(prefix, wait_tiers, max_deliveries)
         self._prefetch = prefetch
