@@ -128,3 +128,21 @@ async def test_the_connection_comes_back_after_the_broker_closes_it(
     assert await queue.ack(deliveries) == 1
     await queue.enqueue([OutgoingMessage("m2", Priority.TRANSACTIONAL, b"{}")])
     assert [d.id for d in await queue.receive(1, 30)] == ["m2"]
+
+
+async def test_transactional_mail_is_claimed_ahead_of_a_large_marketing_backlog(
+    queue: RabbitMqQueue,
+) -> None:
+    backlog = [OutgoingMessage(f"m{i:05}", Priority.MARKETING, b"{}") for i in range(10_000)]
+    for start in range(0, len(backlog), 1000):
+        await queue.enqueue(backlog[start : start + 1000])
+    first = await queue.receive(64, 30)  # the worker is busy with the newsletter …
+    assert {d.priority for d in first} == {Priority.MARKETING}
+
+    await queue.enqueue([OutgoingMessage("t1", Priority.TRANSACTIONAL, b"{}")])
+    batch = await queue.receive(64, 30)
+
+    # … and the next claim starts with the transactional message all the same.
+    assert batch[0].id == "t1"
+    assert [d.priority for d in batch[1:]] == [Priority.MARKETING] * 63
+    assert (await queue.depth())[Priority.MARKETING] == 10_000
