@@ -72,8 +72,7 @@ async def test_dlq_commands_on_rabbitmq(tmp_path: Path) -> None:
             await dead_letter_three(queue)
             data_dir = tmp_path / "data"
             data_dir.mkdir()
-            # Commands run side by side: the first must not find an unmigrated database
-            # (two processes would both create it).
+            # Migrated once here, not by the first command (each starts in seconds as it is).
             upgrade(f"sqlite:///{data_dir / 'postroom.db'}")
             await check_commands(queue, cli_env(data_dir, queue_url))
         finally:
@@ -102,9 +101,10 @@ async def dead_letter_three(queue: RabbitMqQueue) -> None:
 
 
 async def check_commands(queue: RabbitMqQueue, env: dict[str, str]) -> None:
-    listed, shown = await finished(
-        run_cli(env, "dlq", "list", "--json"), run_cli(env, "dlq", "show", "b")
-    )
+    # One command at a time: a DLQ read holds what it has read until it is done, so two at
+    # once would not see each other's part (docs/architecture.md).
+    (listed,) = await finished(run_cli(env, "dlq", "list", "--json"))
+    (shown,) = await finished(run_cli(env, "dlq", "show", "b"))
     letters = [orjson.loads(line) for line in listed.splitlines()]
     assert [(x["id"], x["queue"], x["recipient"], x["attempt"]) for x in letters] == [
         ("a", "critical", "a@example.com", 0),
@@ -116,11 +116,9 @@ async def check_commands(queue: RabbitMqQueue, env: dict[str, str]) -> None:
     assert "reason   gave up after 1 retry: SMTP connection failed" in shown
     assert orjson.loads(shown[shown.index("{") :])["recipient_email"] == "b@example.com"
 
-    # Independent ids: side by side (each command takes seconds to start).
-    replayed, purged = await finished(
-        run_cli(env, "dlq", "replay", "b"), run_cli(env, "dlq", "purge", "c")
-    )
+    (replayed,) = await finished(run_cli(env, "dlq", "replay", "b"))
     assert replayed.strip() == "replayed 1 message"
+    (purged,) = await finished(run_cli(env, "dlq", "purge", "c"))
     assert purged.strip() == "purged 1 message"
     again = await queue.receive(10, lease_seconds=30)
     assert [(d.id, d.priority, d.attempt) for d in again] == [("b", Priority.TRANSACTIONAL, 0)]
