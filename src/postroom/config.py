@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(default=256 * 1024, ge=1024)
     shutdown_grace: float = Field(default=30.0, ge=0)
     sqlite_synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_format: str = Field(
+        default="json", pattern="^(json|text)$", description="json lines, or text for people."
+    )
 
     # Send-rate limits and failover (worker/throttle.py, worker/failover.py).
     rate_limit_url: str | None = Field(

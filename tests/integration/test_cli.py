@@ -250,7 +250,7 @@ COMMAND_ERRORS: dict[str, tuple[dict[str, str], tuple[str, ...], tuple[str, ...]
         (*WELCOME, *JANE),
         ("POSTROOM_WORKER_CONCURRENCY", "integer"),
     ),
-    "unsupported queue": ({"queue_url": "amqp://x"}, (*WELCOME, *JANE), ("POSTROOM_QUEUE_URL",)),
+    "unsupported queue": ({"queue_url": "kafka://x"}, (*WELCOME, *JANE), ("POSTROOM_QUEUE_URL",)),
     "missing config file": (
         {"config": "/nonexistent/postroom.toml"},
         ("migrate",),

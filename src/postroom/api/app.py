@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 import postroom
+from postroom import metrics
 from postroom.api import deliverability, emails, unsubscribe, webhooks
 from postroom.config import Settings
+from postroom.queue.base import ReportsBacklog
 from postroom.wiring import Postroom, build_worker, open_postroom, prepare_database
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -57,6 +60,20 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     async def healthz() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics_endpoint(request: Request) -> Response:
+        """Prometheus metrics: every process's counters (multiprocess mode) and the queue's
+        depth, oldest message and dead letters, read now."""
+        pr: Postroom = request.app.state.postroom
+        depth = await pr.queue.depth()
+        backlog = await pr.queue.backlog() if isinstance(pr.queue, ReportsBacklog) else None
+        families = metrics.queue_families(
+            {p.value: n for p, n in depth.items()},
+            {p.value: age for p, age in backlog.oldest_age.items()} if backlog else None,
+            backlog.dead_letters if backlog else None,
+        )
+        return Response(metrics.exposition(families), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> Response:

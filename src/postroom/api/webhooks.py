@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from postroom import metrics
 from postroom.errors import ConfigurationError, WebhookPayloadError, WebhookVerificationError
 from postroom.store.feedback import FeedbackStore
 from postroom.webhooks import PROVIDERS, build_receiver
@@ -122,6 +123,8 @@ async def receive(provider: str, request: Request) -> Any:
         return _problem(_STATUS.get(exc.reason, 403), str(exc), **extra)
     except WebhookPayloadError as exc:
         return _problem(400, str(exc))
+    for event in batch:
+        metrics.WEBHOOK_EVENTS.labels(provider, event.type.value).inc()
     if not await _confirm_subscriptions(request, batch):
         return _problem(502, "could not confirm the SNS subscription; retry")
     return WebhookAnswer(received=len(batch), stored=result.stored, duplicates=result.duplicates)

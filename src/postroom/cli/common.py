@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 import tomllib
@@ -78,10 +77,11 @@ def settings_or_exit() -> Settings:
     return settings
 
 
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+def configure_logging(settings: Settings) -> None:
+    """JSON lines on stderr (``POSTROOM_LOG_FORMAT=text`` for people), see ``postroom.logs``."""
+    from postroom import logs
+
+    logs.configure(settings.log_level, json=settings.log_format == "json")
 
 
 def run(coro: Awaitable[T]) -> T:

@@ -47,7 +47,7 @@ def _serve(settings: Settings, *, run_worker: bool, host: str | None, port: int 
     from postroom.api.app import create_app
     from postroom.wiring import with_generated_secrets
 
-    configure_logging()
+    configure_logging(settings)
     settings = with_generated_secrets(settings)
     bind_host, bind_port = host or settings.host, port or settings.port
     key_file = settings.data_dir / "api-key"
@@ -62,6 +62,7 @@ def _serve(settings: Settings, *, run_worker: bool, host: str | None, port: int 
         port=bind_port,
         log_level="warning",
         access_log=False,
+        log_config=None,  # uvicorn's records go through our JSON logging
     )
 
 
@@ -84,12 +85,21 @@ def api(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this worker's Prometheus metrics on this port (0.0.0.0)."),
+    ] = None,
+) -> None:
     """Run a worker until SIGTERM or SIGINT; in-flight mail is finished or released."""
     from postroom.wiring import build_worker
 
-    configure_logging()
     settings = settings_or_exit()
+    configure_logging(settings)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
 
     async def main(pr: Postroom) -> None:
         stop = asyncio.Event()

@@ -133,6 +133,22 @@ class JoinsTransactions(Protocol):
     def dead_letter_within(self, conn: Any, delivery: Delivery, reason: str) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """How far behind a queue is: the oldest waiting message's age per class, and how many
+    messages are dead-lettered."""
+
+    oldest_age: dict[Priority, float]
+    dead_letters: int
+
+
+@runtime_checkable
+class ReportsBacklog(Protocol):
+    """A queue that can say :class:`Backlog` cheaply (for metrics and alerts)."""
+
+    async def backlog(self) -> Backlog: ...
+
+
 def joining(queue: QueueBackend, db: object) -> JoinsTransactions | None:
     """``queue`` as a participant in ``db``'s transactions, or None when it cannot be one."""
     if isinstance(queue, JoinsTransactions) and queue.shares(db):

@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from postroom.errors import ConfigurationError
 from postroom.messages import Priority
-from postroom.queue.base import DeadLetter, Delivery, OutgoingMessage
+from postroom.queue.base import Backlog, DeadLetter, Delivery, OutgoingMessage
 from postroom.store.database import Database
 from postroom.store.schema import dead_letters, queue_jobs
 from postroom.store.sqlite_driver import sqlite_connection
@@ -116,6 +116,15 @@ _LETTER_PAGE = (
 )
 _LETTER = select(dead_letters).where(_dead.id == bindparam("letter_id", type_=String))
 _DEPTH = select(_jobs.queue, func.count()).group_by(_jobs.queue)
+# The earliest ``available_at`` of a class, one index seek: a message ready since then has
+# waited that long (leased and delayed ones lie in the future and count as no wait).
+_EARLIEST = (
+    select(_jobs.available_at)
+    .where(_jobs.queue == bindparam("class_name", type_=String))
+    .order_by(_jobs.available_at)
+    .limit(1)
+)
+_DEAD_COUNT = select(func.count()).select_from(dead_letters)
 
 # The hot statements again as SQL for the stdlib driver on SQLite (see
 # ``postroom.store.sqlite_driver``: Core costs more than the statement there). Same index
@@ -378,6 +387,19 @@ class SqlQueue:
         counts = dict.fromkeys(Priority, 0)
         counts.update((Priority(queue), count) for queue, count in rows)
         return counts
+
+    async def backlog(self) -> Backlog:
+        now = self._clock()
+
+        def work(conn: Connection) -> Backlog:
+            ages = {}
+            for priority in Priority:
+                earliest = conn.execute(_EARLIEST, {"class_name": priority.value}).scalar()
+                ages[priority] = max(0.0, now - earliest) if earliest is not None else 0.0
+            dead = int(conn.execute(_DEAD_COUNT).scalar_one())
+            return Backlog(oldest_age=ages, dead_letters=dead)
+
+        return await self._db.read(work)
 
     async def close(self) -> None:
         """Nothing to release: the database belongs to whoever opened it (shared with the store)."""

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 
+from postroom import metrics
 from postroom.errors import ProviderUnavailableError, RateLimitedError, TransientProviderError
 from postroom.messages import RenderedEmail
 from postroom.providers.base import Provider, SendResult
@@ -69,6 +70,7 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         if self.state is not BreakerState.CLOSED:
             log.warning("provider %s: circuit closed again", self.name)
+            metrics.CIRCUIT_OPEN.labels(self.name).set(0)
         self.state = BreakerState.CLOSED
         self._failures = 0
 
@@ -85,6 +87,7 @@ class CircuitBreaker:
                 )
             self.state = BreakerState.OPEN
             self._opened_at = self._clock()
+            metrics.CIRCUIT_OPEN.labels(self.name).set(1)
 
 
 class FailoverProvider:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from postroom import metrics
 from postroom.errors import (
     AmbiguousProviderError,
     ProviderUnavailableError,
@@ -67,6 +68,7 @@ class HandOver:
             ]
             if any(delay is None for delay in delays):
                 break  # the provider wants a longer pause than we hold a slot for
+            metrics.RETRIES.labels("immediate").inc(len(failed))
             await self._sleep(max(d for d in delays if d is not None))
             again = await self._call([emails[i] for i in failed], priority)
             for i, result in zip(failed, again, strict=True):

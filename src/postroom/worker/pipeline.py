@@ -13,7 +13,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 
+from postroom import metrics
 from postroom.errors import (
     AmbiguousProviderError,
     InvalidMessageError,
@@ -71,10 +73,14 @@ class Settlement:
     # Abandoned ``sending`` rows to resend: marked ambiguous before the hand-over, so that a
     # resend after a crash leaves its trace even when the resend then succeeds.
     noted: list[Item] = field(default_factory=list)
+    email_types: dict[str, str] = field(default_factory=dict)  # send id → type, for metrics
 
     def absorb(self, other: Settlement) -> None:
         for name in self.__slots__:
-            getattr(self, name).extend(getattr(other, name))
+            if name == "email_types":
+                self.email_types.update(other.email_types)
+            else:
+                getattr(self, name).extend(getattr(other, name))
 
 
 @dataclass
@@ -191,6 +197,7 @@ class DeliveryPipeline:
         seen: set[str] = set()
         for item, send, (record, _created) in zip(items, new, rows, strict=True):
             item.record = record
+            s.email_types[record.id] = item.email_type.name
             if record.content_hash != send.content_hash:
                 s.dead.append(
                     (
@@ -341,6 +348,9 @@ class DeliveryPipeline:
         error = result.error
         if error is None:
             self.stats.sent += 1
+            if item.record is not None:
+                waited = datetime.now(UTC) - item.record.created_at
+                metrics.ENQUEUE_TO_ACCEPTED.observe(waited.total_seconds())
             s.outcomes.append(
                 Outcome(item.send_id, SendStatus.SENT, provider, result.provider_message_id)
             )
@@ -390,6 +400,7 @@ class DeliveryPipeline:
             s.dead.append((item.delivery, reason))
             return
         self.stats.retried += 1
+        metrics.RETRIES.labels(str(item.delivery.attempt + 1)).inc()
         s.outcomes.append(
             Outcome(item.send_id, SendStatus.RETRY_SCHEDULED, provider, error=str(error))
         )
@@ -427,6 +438,18 @@ class DeliveryPipeline:
         else:
             await self._record(s, suppress if s.suppress else None)
             await self._settle_with_queue(s)
+        self._count(s)
+
+    def _count(self, s: Settlement) -> None:
+        """Outcomes by provider and email type, once they are committed."""
+        if not s.outcomes:
+            return
+        for outcome in s.outcomes:
+            metrics.SENDS.labels(
+                outcome.provider or self.provider.name,
+                s.email_types.get(outcome.send_id, "unknown"),
+                outcome.status.value,
+            ).inc()
 
     async def _record(self, s: Settlement, then: Callable[[Transaction], None] | None) -> None:
         """Record the outcomes, trying again through a short database outage: once mail has

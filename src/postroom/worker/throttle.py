@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from postroom import metrics
 from postroom.messages import Priority, RenderedEmail
 
 
@@ -180,6 +181,7 @@ class Throttle:
             # reserves, so a more urgent arrival meanwhile goes next.
             wait = await self.store.reserve(key, units, rate)
             if wait > 0:
+                metrics.RATE_LIMIT_WAIT.labels(key.removeprefix(f"{self.provider}:")).inc(wait)
                 await self._sleep(wait)
         return wait
 
