@@ -64,6 +64,14 @@ async def test_an_external_document_is_a_first_delivery(queue: RabbitMqQueue) ->
     assert (again.id, again.attempt) == (first.id, 1)
 
 
+async def test_receive_on_an_empty_queue_returns_at_once(queue: RabbitMqQueue) -> None:
+    await queue.receive(1, 30)  # starts the consumers
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await queue.receive(64, 30) == []
+    assert loop.time() - started < 0.5  # receive_wait is 50 ms
+
+
 async def test_an_unroutable_publish_is_an_error_not_a_loss(queue: RabbitMqQueue) -> None:
     await queue.depth()
     connection = await aio_pika.connect(RABBITMQ_URL)
