@@ -9,7 +9,7 @@ from tests.esp_fakes.messages import newsletter, sign_in, subscribers
 
 from postroom.messages import RenderedEmail
 from postroom.providers.http import personalize_all
-from postroom.providers.http_batching import personalize
+from postroom.providers.http_batching import alone, personalize
 
 PREFIX = "%recipient."
 
@@ -45,3 +45,18 @@ def test_short_names_markers_in_values_and_distinct_messages_fall_back() -> None
     emails[1] = dataclasses.replace(emails[1], recipient_name="Al")
     emails[2] = dataclasses.replace(emails[2], recipient_name="50%recipient.x% Bob")
     _same_as_one_by_one([*emails, sign_in("a@example.com", "s1"), sign_in("b@example.com", "s2")])
+
+
+def test_a_message_alone_in_its_batch_is_sent_as_it_is() -> None:
+    email = newsletter(1)[0]
+    assert personalize_all([email], _marker, marker_prefix=PREFIX) == [alone(email)]
+
+
+def test_copies_with_several_values_in_one_part_share_a_key() -> None:
+    emails = [
+        dataclasses.replace(e, html=f"{e.html}<p>{e.send_id} for {e.recipient}</p>")
+        for e in subscribers(5)
+    ]
+    fast = personalize_all(emails, _marker, marker_prefix=PREFIX)
+    assert len({item.key for item in fast}) == 1
+    _same_as_one_by_one(emails)
