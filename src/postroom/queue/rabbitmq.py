@@ -378,7 +378,6 @@ class RabbitMqQueue:
         held = self._take(delivery)
         if held is None or not _alive(held.message):
             return False
-        publisher, _ = await self._ready()
         letter = topo.copy_of(
             held.message,
             postroom_reason=reason,
@@ -388,6 +387,7 @@ class RabbitMqQueue:
             postroom_not_before=None,
         )
         try:
+            publisher, _ = await self._ready()
             with broker_errors("dead-lettering"):
                 await publisher.default_exchange.publish(
                     letter, routing_key=self.topology.dead_queue, mandatory=True
