@@ -1,5 +1,6 @@
 """The SQS backend beyond the shared contract, against moto in server mode: wiring from
-POSTROOM_QUEUE_URL, delays longer than SQS's 15 minutes, documents other producers sent."""
+POSTROOM_QUEUE_URL, delays longer than SQS's 15 minutes, documents other producers sent, and a
+worker delivering through it."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from pathlib import Path
 
 import pytest
 from aiobotocore.session import get_session
-from tests.conftest import make_settings
+from tests.conftest import RunningWorker, make_settings
+from tests.fakes import FakeProvider
 from tests.moto_server import delete_sqs_queues, moto_endpoint
 
-from postroom.messages import Priority
+from postroom.messages import EmailEvent, Priority
 from postroom.queue import sqs_messages as sm
 from postroom.queue.base import OutgoingMessage
 from postroom.queue.sqs import SqsQueue
 from postroom.store.database import open_database
-from postroom.wiring import build_queue
+from postroom.submission import submit
+from postroom.wiring import build_queue, open_postroom, prepare_database
 
 
 @pytest.fixture
@@ -142,3 +145,33 @@ async def test_a_document_another_producer_sent(moto_server: str, prefix: str) -
         assert (letter.priority, letter.reason) == (Priority.CRITICAL, "invalid document")
     finally:
         await queue.close()
+
+
+async def test_a_worker_on_sqs_delivers(moto_server: str, prefix: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        queue_url=f"sqs://?region=us-east-1&prefix={prefix}&endpoint={moto_server}",
+    )
+    provider = FakeProvider()
+    await prepare_database(settings)
+    postroom = await open_postroom(settings, provider=provider)
+    try:
+        running = RunningWorker(postroom)
+        try:
+            event = EmailEvent(
+                email_type="welcome",
+                recipient_email="reader@example.com",
+                template_data={"creator_name": "Jane"},
+            )
+            await submit(postroom, [event])
+
+            async def delivered_and_acked() -> bool:
+                depth = await postroom.queue.depth()
+                return len(provider.delivered) == 1 and sum(depth.values()) == 0
+
+            await running.until(delivered_and_acked)
+        finally:
+            await running.shutdown()
+        assert [e.recipient for e in provider.delivered] == ["reader@example.com"]
+    finally:
+        await postroom.close()
