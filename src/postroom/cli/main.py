@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from postroom.cli import bench, dkim, dlq, dns, lint, webhooks
+from postroom.cli import bench, dkim, dlq, dns, lint, subscribers, suppressions, webhooks
 from postroom.cli.common import (
     CommandError,
     configure_logging,
@@ -38,6 +38,8 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(dkim.app, name="dkim")
 app.add_typer(dns.app, name="dns")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(suppressions.app, name="suppressions")
 app.command(name="lint")(lint.lint)
 
 
@@ -203,6 +205,29 @@ def _template_problem(message: str) -> str:
         return message
     name = match.group(1)
     return f'{message}; give it in --data, e.g. --data \'{{"{name}": "..."}}\''
+
+
+@bench.app.command(name="esp")
+def bench_esp(
+    esp: Annotated[str, typer.Option(help="sendgrid or mailgun.")] = "sendgrid",
+    mode: Annotated[
+        str,
+        typer.Option(help="batch (newsletter copies, 1,000 a call) or single (distinct messages)."),
+    ] = "batch",
+    recipients: Annotated[
+        int | None, typer.Option(help="Default: 100,000 in batch mode, 10,000 in single.")
+    ] = None,
+) -> None:
+    """Recipients/s handed to a local fake ESP through the adapter, and CPU per recipient."""
+    from postroom.bench.esp import ESPS, MODES, run_esp_bench
+
+    if esp not in ESPS or mode not in MODES:
+        raise typer.BadParameter(f"--esp must be one of {ESPS}, --mode one of {MODES}")
+    count = recipients or (100_000 if mode == "batch" else 10_000)
+    if count < 1:
+        raise typer.BadParameter("--recipients must be positive")
+    for line in run_esp_bench(esp, mode, count).lines():
+        print(line)
 
 
 def main() -> None:
