@@ -211,6 +211,21 @@ class Settings(BaseSettings):
         default=5, ge=1, description="How many of the address's latest sends are counted."
     )
 
+    # Subscribers, consent and double opt-in (store/subscribers.py, api/confirm.py).
+    implied_consent_days: int = Field(
+        default=730, ge=1, description="Days implied consent lasts (CASL: 2 years)."
+    )
+    double_opt_in: bool = Field(
+        default=False, description="New subscriptions wait for a confirm link unless told not to."
+    )
+    confirm_token_max_age: float = Field(
+        default=7 * 86400.0, gt=0, description="Seconds a double opt-in confirm link works."
+    )
+    confirmation_email_type: str = Field(
+        default="subscription_confirmation",
+        description="Email type sent with the confirm link for double opt-in.",
+    )
+
     # ESP providers (POSTROOM_PROVIDER=sendgrid|mailgun|ses|postmark); *_BASE_URL points a
     # provider at a regional endpoint, a staging proxy or a test fake.
     esp_timeout: float = Field(default=30.0, gt=0, description="Seconds for one ESP API call.")

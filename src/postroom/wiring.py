@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Callable
@@ -23,7 +24,9 @@ from postroom.rendering.renderer import Renderer
 from postroom.store import migrate
 from postroom.store.database import Database, is_sqlite, open_database
 from postroom.store.ledger import Ledger
+from postroom.store.personal_data import PersonalData
 from postroom.store.send_counts import SendCounts
+from postroom.store.subscribers import Subscribers
 from postroom.store.suppressions import Suppressions
 from postroom.worker.failover import CircuitBreaker, FailoverProvider
 from postroom.worker.pipeline import DeliveryPipeline
@@ -60,6 +63,14 @@ class Postroom:
     provider: Provider
     throttle: Throttle | None = None
     wake_listeners: list[Worker] = field(default_factory=list)
+
+    @functools.cached_property
+    def subscribers(self) -> Subscribers:
+        return Subscribers(self.db, implied_consent_days=self.settings.implied_consent_days)
+
+    @functools.cached_property
+    def personal_data(self) -> PersonalData:
+        return PersonalData(self.db, self.suppressions)
 
     def wake_workers(self) -> None:
         for worker in self.wake_listeners:

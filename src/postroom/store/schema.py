@@ -125,14 +125,33 @@ dead_letters = Table(
 )
 
 # Addresses we must not mail: scope 'all', or 'marketing' (complaints, unsubscribes).
+# Keyed by a hash of the lower-cased address (since 0004), so an erased address (GDPR) keeps
+# its entry with ``email`` null and the send-time check is one primary-key lookup either way.
 suppressions = Table(
     "suppressions",
     metadata,
-    Column("email", String(320), primary_key=True),
+    Column("address_hash", String(64), primary_key=True),
     Column("scope", String(16), primary_key=True),
+    Column("email", String(320)),  # null once the address is erased
     Column("reason", String(64), nullable=False),
     Column("detail", Text),
     Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Suppressions an operator lifted, with why (added in 0004): the audit trail of removals.
+suppression_removals = Table(
+    "suppression_removals",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("address_hash", String(64), nullable=False),
+    Column("email", String(320)),  # null once the address is erased
+    Column("scope", String(16), nullable=False),
+    Column("suppressed_reason", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("removed_at", UtcDateTime, nullable=False),
+    Index(None, "address_hash"),
 )
 
 # Normalized feedback events from ESP webhooks (filled by the feedback processor).
@@ -189,4 +208,75 @@ send_counts = Table(
     Column("day", String(10), primary_key=True),  # UTC date, YYYY-MM-DD
     Column("counter", String(100), primary_key=True),
     Column("count", Integer, nullable=False),
+)
+
+# The audience (added in 0004): one subscriber per lower-cased address, creators' lists, and
+# subscriptions between them. An erased subscriber keeps only its id and status ``erased``.
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("email", String(320), unique=True),  # lower-cased; null once erased
+    Column("name", String(200)),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+lists = Table(
+    "lists",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("creator", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# ``consent``/``consent_expires_at`` copy the subscription's current consent record, so a
+# campaign filters expired implied consent without a join. (list_id, status, subscriber_id)
+# lets a campaign page through a list's active subscribers by keyset: ``WHERE list_id = ? AND
+# status = 'active' AND subscriber_id > ? ORDER BY subscriber_id LIMIT 1000``.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("list_id", String(64), ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "subscriber_id",
+        String(26),
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("status", String(16), nullable=False),
+    Column("consent", String(16), nullable=False),
+    Column("consent_expires_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("confirmed_at", UtcDateTime),
+    Column("unsubscribed_at", UtcDateTime),
+    Index(None, "list_id", "status", "subscriber_id"),
+    Index(None, "subscriber_id"),
+)
+
+# Every consent given (CASL, GDPR Art. 7: who, when, how, from where). Unique on what was
+# given, so importing the same file again records nothing new.
+consent_records = Table(
+    "consent_records",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "subscriber_id",
+        String(26),
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("list_id", String(64), ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # express | implied
+    Column("source", String(200), nullable=False),
+    Column("ip", String(64)),
+    Column("consented_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    UniqueConstraint("subscriber_id", "list_id", "kind", "source", "consented_at"),
 )
