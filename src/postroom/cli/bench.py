@@ -57,3 +57,28 @@ def queue(
         f"claim+ack        {figures['batched_claim_ack_per_s']:,} messages/s "
         f"{figures['batch']} at a time"
     )
+
+
+@app.command()
+def queues(
+    queue_url: Annotated[
+        str, typer.Option("--queue", help="sql:// (default), amqp://… or sqs://…")
+    ] = "sql://",
+    database: Annotated[
+        str | None, typer.Option(help="Database URL (default: a fresh SQLite file).")
+    ] = None,
+    workers: Annotated[str, typer.Option(help="Worker process counts, comma-separated.")] = "1,2,4",
+    messages: Annotated[int, typer.Option(help="Messages per run.")] = 20_000,
+    batch: Annotated[int, typer.Option(help="Messages per claim.")] = 100,
+) -> None:
+    """Messages/s claimed and acked through a queue backend by 1, 2, 4 … worker processes."""
+    from postroom.bench.queues import run_queues
+
+    try:
+        counts = [int(part) for part in workers.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter("--workers takes numbers, e.g. 1,2,4") from None
+    if not counts or min(counts) < 1 or messages < 1 or batch < 1:
+        raise typer.BadParameter("--workers, --messages and --batch must be positive")
+    for run in run_queues(queue_url, database, counts, messages, batch):
+        print(run.line())
