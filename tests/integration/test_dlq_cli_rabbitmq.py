@@ -118,12 +118,10 @@ async def check_commands(queue: RabbitMqQueue, env: dict[str, str]) -> None:
 
     (replayed,) = await finished(run_cli(env, "dlq", "replay", "b"))
     assert replayed.strip() == "replayed 1 message"
-    (purged,) = await finished(run_cli(env, "dlq", "purge", "c"))
-    assert purged.strip() == "purged 1 message"
     again = await queue.receive(10, lease_seconds=30)
     assert [(d.id, d.priority, d.attempt) for d in again] == [("b", Priority.TRANSACTIONAL, 0)]
     assert await queue.ack(again) == 1
 
     (purged_all,) = await finished(run_cli(env, "dlq", "purge", "--all", "--yes"))
-    assert purged_all.strip() == "purged 1 message"
+    assert purged_all.strip() == "purged 2 messages"
     assert await queue.dlq_list() == []
