@@ -17,7 +17,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import postroom
 from postroom import metrics
-from postroom.api import deliverability, emails, unsubscribe, webhooks
+from postroom.api import (
+    confirm,
+    deliverability,
+    emails,
+    subscribers,
+    suppressions,
+    unsubscribe,
+    webhooks,
+)
 from postroom.config import Settings
 from postroom.queue.base import ReportsBacklog
 from postroom.wiring import Postroom, build_worker, open_postroom, prepare_database
@@ -53,6 +61,9 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     app.include_router(deliverability.router)
     app.include_router(webhooks.router)
     app.include_router(unsubscribe.router)
+    app.include_router(subscribers.router)
+    app.include_router(suppressions.router)
+    app.include_router(confirm.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.middleware("http")(_limit_body)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from postroom.cli import bench, dkim, dlq, dns, lint, webhooks
+from postroom.cli import bench, dkim, dlq, dns, lint, subscribers, suppressions, webhooks
 from postroom.cli.common import (
     CommandError,
     configure_logging,
@@ -38,6 +38,8 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(dkim.app, name="dkim")
 app.add_typer(dns.app, name="dns")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(suppressions.app, name="suppressions")
 app.command(name="lint")(lint.lint)
 
 

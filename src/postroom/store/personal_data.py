@@ -54,7 +54,8 @@ def _document(raw: bytes) -> Any:
 
 
 def _plain(row: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {k: v for k, v in row._mapping.items() if k not in drop}
+    # str(): SQLAlchemy's column names are a str subclass, which orjson refuses as keys.
+    return {str(k): v for k, v in row._mapping.items() if k not in drop}
 
 
 class PersonalData:

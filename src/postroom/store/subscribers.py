@@ -41,11 +41,15 @@ class SubscriptionStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class NewSubscriber:
-    """One address to subscribe: ``email`` already checked and lower-cased."""
+    """One address to subscribe: ``email`` already checked and lower-cased. ``dated`` is
+    False when the consent time is only the time of an import (the file gave none): such a
+    consent never renews an existing one, or importing a file twice would extend its
+    implied consent each time."""
 
     email: str
     name: str | None
     consent: Consent
+    dated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +294,8 @@ class Subscribers:
                 return outcome("skipped", existing.status, "unsubscribed from this list")
             changes = {"status": wanted.value, "unsubscribed_at": None}
             changes["confirmed_at"] = None if pending else now
-        if changes or stronger(entry.consent, expiry, existing.consent_expires_at):
+        renews = entry.dated or entry.consent.kind is ConsentKind.EXPRESS
+        if changes or (renews and stronger(entry.consent, expiry, existing.consent_expires_at)):
             changes |= {"consent": entry.consent.kind.value, "consent_expires_at": expiry}
         if not changes:
             return outcome("unchanged", existing.status)

@@ -21,7 +21,13 @@ def test_bundled_templates_dir_is_inside_the_package() -> None:
 
 
 def test_bundled_types_load_with_their_settings(bundled: TemplateRegistry) -> None:
-    assert bundled.names() == ["new_post_notification", "receipt", "sign_in_link", "welcome"]
+    assert bundled.names() == [
+        "new_post_notification",
+        "receipt",
+        "sign_in_link",
+        "subscription_confirmation",
+        "welcome",
+    ]
     post = bundled.get("new_post_notification")
     assert post.marketing and post.priority is Priority.MARKETING
     assert post.category == "newsletter"
