@@ -154,7 +154,7 @@ _BY_ID = select(*_RECORD_COLUMNS).where(sends.c.id == bindparam("id"))
 _ATTEMPT_NUMBERS = select(sends.c.id, sends.c.attempts).where(
     sends.c.id.in_(bindparam("ids", expanding=True))
 )
-_SET_OUTCOME = (
+_OUTCOME = (
     update(sends)
     .where(sends.c.id == bindparam("b_id"))
     .values(
@@ -164,6 +164,10 @@ _SET_OUTCOME = (
         provider=func.coalesce(bindparam("b_provider", type_=String), sends.c.provider),
     )
 )
+# Any outcome but ``sent`` leaves a final row alone: a worker that outlived its lease must not
+# turn a send another worker completed into ``failed`` or ``retry_scheduled``.
+# (One comparison per state, not NOT IN: executemany cannot take an expanding list.)
+_SET_OUTCOME = _OUTCOME.where(*(sends.c.status != s.value for s in FINAL))
 _INSERT_ATTEMPTS = insert(send_attempts)
 _MARK_AMBIGUOUS = (
     update(sends)
@@ -186,7 +190,7 @@ _TOUCH_SENDING = (
     )
     .values(updated_at=bindparam("b_now"))
 )
-_SET_SENT = _SET_OUTCOME.values(
+_SET_SENT = _OUTCOME.values(
     sent_at=bindparam("b_now"), provider_message_id=bindparam("b_provider_message_id")
 )
 
@@ -231,11 +235,13 @@ _SQLITE_BEGIN_SENDING = (
 )
 _SQLITE_SET_OUTCOME = (
     "UPDATE sends SET status = :b_status, updated_at = :b_now, last_error = :b_error, "
-    "provider = coalesce(:b_provider, provider){} WHERE id = :b_id"
+    "provider = coalesce(:b_provider, provider){} WHERE id = :b_id{}"
 )
-_SQLITE_OUTCOME = _SQLITE_SET_OUTCOME.format("")
+_SQLITE_OUTCOME = _SQLITE_SET_OUTCOME.format(
+    "", f" AND status NOT IN ({', '.join(repr(s.value) for s in FINAL)})"
+)
 _SQLITE_SENT = _SQLITE_SET_OUTCOME.format(
-    ", sent_at = :b_now, provider_message_id = :b_provider_message_id"
+    ", sent_at = :b_now, provider_message_id = :b_provider_message_id", ""
 )
 _SQLITE_ATTEMPT_NUMBER = "SELECT attempts FROM sends WHERE id = ?"
 _SQLITE_INSERT_ATTEMPT = (

@@ -140,6 +140,8 @@ async def test_the_worker_sends_the_days_cap_and_holds_the_rest(settings: Settin
 
         try:
             await worker.until(settled)
+        except AssertionError:
+            raise AssertionError(str(await postroom.ledger.count_by_status())) from None
         finally:
             await worker.shutdown()
         counts = await postroom.ledger.count_by_status()
