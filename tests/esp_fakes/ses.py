@@ -19,7 +19,7 @@ from aiohttp import web
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
 from moto.ses.models import ses_backends
-from tests.esp_fakes.base import FakeEsp
+from tests.esp_fakes.base import Delivered, FakeEsp
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -61,7 +61,8 @@ def moto_ses(*verified: str) -> Iterator[MotoSes]:
 
 class FakeSesErrors(FakeEsp):
     """``POST /v2/email/outbound-emails`` answering the scripted errors in ``errors``, then
-    success (``{"MessageId": ...}``) once they are used up."""
+    success (``{"MessageId": ...}``) once they are used up; accepted recipients are recorded
+    in ``delivered`` (address and tags: the raw MIME is not parsed)."""
 
     def __init__(self) -> None:
         super().__init__("unchecked")  # SigV4 is botocore's business, not under test here
@@ -85,5 +86,20 @@ class FakeSesErrors(FakeEsp):
                 status=status,
                 headers={"X-Amzn-ErrorType": f"{code}:http://internal.amazon.com/", **headers},
             )
+        message_id = str(uuid.uuid4())
         self.calls.append(body)
-        return web.json_response({"MessageId": str(uuid.uuid4())})
+        self.delivered += [
+            Delivered(
+                to=address,
+                to_name=None,
+                sender=str(body.get("FromEmailAddress", "")),
+                subject="",
+                text=None,
+                html=None,
+                headers={},
+                ids={tag["Name"]: tag["Value"] for tag in body.get("EmailTags", [])},
+                provider_id=message_id,
+            )
+            for address in body.get("Destination", {}).get("ToAddresses", [])
+        ]
+        return web.json_response({"MessageId": message_id})
