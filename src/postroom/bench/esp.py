@@ -17,11 +17,12 @@ concurrency and claim size does (the adapter makes the 64 calls concurrently).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import multiprocessing
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
@@ -119,6 +120,25 @@ def _serve(esp: str, conn: Connection) -> None:
         await runner.cleanup()
 
     _run(main())
+
+
+@contextlib.contextmanager
+def lean_esp(esp: str) -> Iterator[str]:
+    """A lean fake ``esp`` in a process of its own, for as long as the block runs; yields its
+    base URL (also the transactional benchmark's ``sendgrid`` sink)."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    server = context.Process(target=_serve, args=(esp, theirs), daemon=True)
+    server.start()
+    try:
+        if not ours.poll(60):
+            raise RuntimeError("the fake ESP did not start")
+        yield f"http://127.0.0.1:{ours.recv()}"
+    finally:
+        ours.send("stop")
+        server.join(10)
+        if server.is_alive():
+            server.kill()
 
 
 def _run(main: Coroutine[Any, Any, T]) -> T:
@@ -272,18 +292,11 @@ async def _stats(base_url: str) -> dict[str, Any]:
 def run_esp_bench(esp: str, mode: str, recipients: int) -> EspBenchReport:
     if esp not in ESPS or mode not in MODES or recipients < 1:
         raise ValueError(f"esp must be one of {ESPS}, mode one of {MODES}, recipients positive")
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    server = context.Process(target=_serve, args=(esp, theirs), daemon=True)
-    server.start()  # it starts while the messages are made
-    try:
+    with lean_esp(esp) as base_url:
         emails = newsletter_copies(recipients) if mode == "batch" else distinct_messages(recipients)
         # The input stays put for the whole run: keep it out of the collector's full passes,
         # which would otherwise charge the adapter for walking a heap far larger than a worker's.
         gc.freeze()
-        if not ours.poll(60):
-            raise RuntimeError("the fake ESP did not start")
-        base_url = f"http://127.0.0.1:{ours.recv()}"
 
         async def main() -> tuple[float, float, dict[str, Any], dict[str, Any]]:
             before = await _stats(base_url)
@@ -291,11 +304,6 @@ def run_esp_bench(esp: str, mode: str, recipients: int) -> EspBenchReport:
             return seconds, cpu, before, await _stats(base_url)
 
         seconds, cpu, before, after = _run(main())
-    finally:
-        ours.send("stop")
-        server.join(10)
-        if server.is_alive():
-            server.kill()
     counted = after["recipients"] - 1  # the untimed warm-up call carried one recipient
     if counted != recipients:
         raise RuntimeError(f"handed over {recipients} recipients, the fake ESP counted {counted}")

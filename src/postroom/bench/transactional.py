@@ -1,14 +1,17 @@
-"""Transactional latency: enqueue → provider hand-over at a fixed rate.
+"""Transactional latency: enqueue → provider acceptance at a fixed rate.
 
 A producer (this process) submits one email per call at the requested rate, the way API
-requests arrive; a worker in a second process sends them through the configured provider
-(the outbox by default), wrapped so that it notes when each message is handed over. Both use
-one SQLite database, as the embedded default does.
+requests arrive; a worker in a second process sends them through the sink, wrapped so that it
+notes when the provider has accepted each message. Both use one SQLite database, as the
+embedded default does. Sinks: ``outbox`` (files on disk), ``sendgrid`` (the SendGrid adapter
+over HTTP to a lean local fake SendGrid in a third process) and ``memory`` (a provider that
+accepts at once: Postroom's own cost alone).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import statistics
 import tempfile
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 
+from postroom.bench.esp import lean_esp
 from postroom.config import Settings
 from postroom.messages import RenderedEmail, parse_event
 from postroom.providers.base import Provider, SendResult
@@ -49,10 +53,13 @@ class LatencyReport:
         ]
 
 
+SINKS = ("outbox", "sendgrid", "memory")
+
+
 class StampedProvider:
-    """Wraps a provider and notes, per message, seconds since its enqueue stamp. Without an
-    inner provider it accepts every message at once: a local ESP that answers instantly,
-    which leaves Postroom's own cost and no disk or network."""
+    """Wraps a provider and notes, per accepted message, seconds since its enqueue stamp.
+    Without an inner provider it accepts every message at once: a local ESP that answers
+    instantly, which leaves Postroom's own cost and no disk or network."""
 
     def __init__(self, inner: Provider | None, sink: Path) -> None:
         self.inner = inner
@@ -62,11 +69,17 @@ class StampedProvider:
         self.latencies: list[float] = []
 
     async def send(self, batch: Sequence[RenderedEmail]) -> list[SendResult]:
-        now = time.time()
-        self.latencies.extend(now - float(e.metadata[STAMP]) for e in batch if STAMP in e.metadata)
         if self.inner is None:
-            return [SendResult(e.send_id, provider_message_id=e.send_id) for e in batch]
-        return await self.inner.send(batch)
+            results = [SendResult(e.send_id, provider_message_id=e.send_id) for e in batch]
+        else:
+            results = await self.inner.send(batch)
+        now = time.time()
+        self.latencies.extend(
+            now - float(e.metadata[STAMP])
+            for e, result in zip(batch, results, strict=True)
+            if result.ok and STAMP in e.metadata
+        )
+        return results
 
     async def close(self) -> None:
         self.sink.write_text("\n".join(f"{x:.6f}" for x in self.latencies))
@@ -78,7 +91,7 @@ def _worker_main(
     settings: Settings, sink: Path, memory: bool, ready: ProcessEvent, stop: ProcessEvent
 ) -> None:
     async def main() -> None:
-        inner = None if memory else build_provider(settings)
+        inner = None if memory else build_provider(settings)  # outbox or sendgrid
         postroom = await open_postroom(settings, provider=StampedProvider(inner, sink))
         stopping = asyncio.Event()
         task = asyncio.create_task(build_worker(postroom).run(stopping))
@@ -141,9 +154,16 @@ async def _wait_until_sent(settings: Settings, count: int, patience: float) -> b
 def run_transactional(
     rate: float, duration: float, *, sink: str = "outbox", data_dir: Path | None = None
 ) -> LatencyReport:
-    with tempfile.TemporaryDirectory(prefix="postroom-bench-") as scratch:
+    if sink not in SINKS:
+        raise ValueError(f"sink must be one of {', '.join(SINKS)}")
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="postroom-bench-"))
         base = data_dir or Path(scratch)
-        settings = Settings(data_dir=base, secret_key="bench-" * 6, api_keys=["bench"])
+        esp: dict[str, object] = {}
+        if sink == "sendgrid":
+            url = stack.enter_context(lean_esp("sendgrid"))
+            esp = {"provider": "sendgrid", "sendgrid_api_key": "SG.bench", "sendgrid_base_url": url}
+        settings = Settings(data_dir=base, secret_key="bench-" * 6, api_keys=["bench"], **esp)  # type: ignore[arg-type]
         asyncio.run(prepare_database(settings))
         latency_file = base / "latencies.txt"
         context = multiprocessing.get_context("spawn")

@@ -16,16 +16,20 @@ def transactional(
     rate: Annotated[float, typer.Option(help="Emails per second to submit.")] = 1000.0,
     duration: Annotated[float, typer.Option(help="Seconds to keep submitting.")] = 10.0,
     sink: Annotated[
-        str, typer.Option(help="outbox (files on disk) or memory (an ESP that answers at once).")
+        str,
+        typer.Option(
+            help="outbox (files on disk), sendgrid (the adapter over HTTP to a local fake "
+            "SendGrid) or memory (a provider that accepts at once)."
+        ),
     ] = "outbox",
 ) -> None:
     """Enqueue→provider latency (p50/p99) at a fixed rate on the embedded default."""
-    from postroom.bench.transactional import run_transactional
+    from postroom.bench.transactional import SINKS, run_transactional
 
     if rate <= 0 or duration <= 0:
         raise typer.BadParameter("--rate and --duration must be positive")
-    if sink not in ("outbox", "memory"):
-        raise typer.BadParameter("--sink must be outbox or memory")
+    if sink not in SINKS:
+        raise typer.BadParameter(f"--sink must be one of {', '.join(SINKS)}")
     for line in run_transactional(rate, duration, sink=sink).lines():
         print(line)
 

@@ -1,0 +1,20 @@
+"""``postroom bench transactional`` gets every email to its sink and reports the latencies."""
+
+from __future__ import annotations
+
+import pytest
+
+from postroom.bench.transactional import run_transactional
+
+
+@pytest.mark.parametrize("sink", ["outbox", "sendgrid"])
+def test_every_email_reaches_the_sink(sink: str) -> None:
+    report = run_transactional(rate=100, duration=0.5, sink=sink)
+    assert report.count == 50  # run_transactional raises when fewer were accepted
+    assert 0 < report.p50_ms <= report.p90_ms <= report.p99_ms <= report.max_ms
+    assert report.lines()[0].endswith(sink)
+
+
+def test_an_unknown_sink_is_refused() -> None:
+    with pytest.raises(ValueError, match="sink must be one of"):
+        run_transactional(rate=100, duration=0.5, sink="carrier-pigeon")
