@@ -218,14 +218,19 @@ class Subscribers:
         current = {
             row.subscriber_id: row
             for row in conn.execute(
-                select(subscriptions).where(
-                    subscriptions.c.list_id == list_id, subscriptions.c.subscriber_id.in_(ids)
-                )
+                # Only the columns needed: converting every timestamp of a 1,000-row batch
+                # cost a third of an import's time inside the write transaction.
+                select(
+                    subscriptions.c.subscriber_id,
+                    subscriptions.c.status,
+                    subscriptions.c.consent_expires_at,
+                ).where(subscriptions.c.list_id == list_id, subscriptions.c.subscriber_id.in_(ids))
             )
         }
         results: list[Subscribed] = []
         consents: list[dict[str, Any]] = []
         done: set[str] = set()
+        new_rows: list[dict[str, Any]] = []
         for entry in entries:
             person = people[entry.email]
             if person.id in done:  # a file may name an address twice: the first one counts
@@ -233,13 +238,23 @@ class Subscribers:
                 continue
             done.add(person.id)
             result = self._subscribe_one(
-                conn, list_id, entry, person, current.get(person.id), pending, resubscribe, now
+                conn,
+                list_id,
+                entry,
+                person,
+                current.get(person.id),
+                pending,
+                resubscribe,
+                now,
+                new_rows,
             )
             results.append(result)
             if result.outcome in ("created", "updated"):
                 consents.append(
                     consent_row(person.id, list_id, entry.consent, self.implied_consent_days, now)
                 )
+        if new_rows:
+            conn.execute(_INSERT_SUBSCRIPTIONS[conn.dialect.name], new_rows)
         record_consents(conn, consents)
         return results
 
@@ -248,11 +263,12 @@ class Subscribers:
         conn: Connection,
         list_id: str,
         entry: NewSubscriber,
-        person: SubscriberRecord,
-        existing: Row[Any] | None,
+        person: _Person,
+        existing: Row[Any, Any, Any] | None,
         pending: bool,
         resubscribe: bool,
         now: datetime,
+        new_rows: list[dict[str, Any]],
     ) -> Subscribed:
         def outcome(what: str, status: str | None, reason: str | None = None) -> Subscribed:
             return Subscribed(
@@ -273,8 +289,7 @@ class Subscribers:
             return outcome("skipped", None, "implied consent given then has expired")
         wanted = SubscriptionStatus.PENDING if pending else SubscriptionStatus.ACTIVE
         if existing is None:
-            conn.execute(
-                _INSERT_SUBSCRIPTIONS[conn.dialect.name],
+            new_rows.append(  # inserted together after the batch: one statement, not 1,000
                 {
                     "list_id": list_id,
                     "subscriber_id": person.id,
@@ -285,7 +300,7 @@ class Subscribers:
                     "updated_at": now,
                     "confirmed_at": None if pending else now,
                     "unsubscribed_at": None,
-                },
+                }
             )
             return outcome("created", wanted.value)
         changes: dict[str, Any] = {}
@@ -411,7 +426,7 @@ class Subscribers:
 
 def _ensure_subscribers(
     conn: Connection, entries: Sequence[NewSubscriber], now: datetime
-) -> dict[str, SubscriberRecord]:
+) -> dict[str, _Person]:
     """Every entry's subscriber, created when new; a given name replaces the stored one."""
     emails = sorted({e.email for e in entries})
     names = {e.email: e.name for e in entries if e.name}
@@ -428,8 +443,9 @@ def _ensure_subscribers(
     ]
     if rows:
         conn.execute(_INSERT_SUBSCRIBERS[conn.dialect.name], rows)
+    columns = (subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status)
     found = {
-        r.email: r for r in conn.execute(select(subscribers).where(subscribers.c.email.in_(emails)))
+        r.email: r for r in conn.execute(select(*columns).where(subscribers.c.email.in_(emails)))
     }
     for email, name in names.items():
         if found[email].name != name:
@@ -438,14 +454,23 @@ def _ensure_subscribers(
                 .where(subscribers.c.email == email)
                 .values(name=name, updated_at=now)
             )
-    return {email: _subscriber(row, names.get(email)) for email, row in found.items()}
+    return {
+        email: _Person(row.id, email, SubscriberStatus(row.status)) for email, row in found.items()
+    }
 
 
-def _subscriber(row: Row[Any], name: str | None = None) -> SubscriberRecord:
+@dataclass(frozen=True, slots=True)
+class _Person:
+    id: str
+    email: str
+    status: SubscriberStatus
+
+
+def _subscriber(row: Row[Any]) -> SubscriberRecord:
     return SubscriberRecord(
         id=row.id,
         email=row.email,
-        name=name or row.name,
+        name=row.name,
         status=SubscriberStatus(row.status),
         created_at=row.created_at,
         updated_at=row.updated_at,
