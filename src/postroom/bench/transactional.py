@@ -94,7 +94,9 @@ def _worker_main(
         inner = None if memory else build_provider(settings)  # outbox or sendgrid
         postroom = await open_postroom(settings, provider=StampedProvider(inner, sink))
         stopping = asyncio.Event()
-        task = asyncio.create_task(build_worker(postroom).run(stopping))
+        worker = build_worker(postroom)
+        worker.settle_heap()
+        task = asyncio.create_task(worker.run(stopping))
         ready.set()
         await asyncio.to_thread(stop.wait)  # a process event: wait for it off the loop
         stopping.set()

@@ -48,6 +48,7 @@ def _serve(settings: Settings, *, run_worker: bool, host: str | None, port: int 
 
     from postroom.api.app import create_app
     from postroom.wiring import with_generated_secrets
+    from postroom.worker.runner import Worker
 
     configure_logging(settings)
     settings = with_generated_secrets(settings)
@@ -58,8 +59,10 @@ def _serve(settings: Settings, *, run_worker: bool, host: str | None, port: int 
         print(f"API key: {key_file.resolve()}")
     if settings.provider == "outbox":
         print(f"Outbox:  {(settings.data_dir / 'outbox').resolve()}")
+    application = create_app(settings, run_worker=run_worker)
+    Worker.settle_heap()  # the imported code, at least, is never garbage
     uvicorn.run(
-        create_app(settings, run_worker=run_worker),
+        application,
         host=bind_host,
         port=bind_port,
         log_level="warning",
@@ -108,7 +111,9 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await build_worker(pr).run(stop)
+        worker = build_worker(pr)
+        worker.settle_heap()
+        await worker.run(stop)
 
     run(with_postroom(settings, main))
 
