@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,12 +42,23 @@ def _reachable(database_url: str) -> Iterator[None]:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database to ``revision``; safe to run on an up-to-date database."""
-    if is_sqlite(database_url):
-        folder = make_url(sync_url(database_url)).database
-        if folder and folder != ":memory:":
-            Path(folder).parent.mkdir(parents=True, exist_ok=True)
-    with _reachable(database_url):
+    with _migration_lock(database_url), _reachable(database_url):
         command.upgrade(alembic_config(database_url), revision)
+
+
+@contextlib.contextmanager
+def _migration_lock(database_url: str) -> Iterator[None]:
+    """One migration at a time per SQLite file: every process of the embedded default
+    migrates at start, and two starting together would both create the first tables. (On
+    PostgreSQL ``postroom migrate`` runs once per release, by the operator.)"""
+    path = make_url(sync_url(database_url)).database if is_sqlite(database_url) else None
+    if not path or path == ":memory:":
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def pending_revision(database_url: str) -> tuple[str | None, str | None]:
