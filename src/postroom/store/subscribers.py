@@ -9,9 +9,8 @@ an import, only by the subscriber asking again (``resubscribe``, the API).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select, update
@@ -19,81 +18,31 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ulid import ULID
 
 from postroom.errors import InvalidMessageError
+from postroom.store.audience import (
+    ListRecord,
+    NewSubscriber,
+    Subscribed,
+    SubscriberRecord,
+    SubscriberStatus,
+    SubscriptionRecord,
+    SubscriptionStatus,
+    subscriber_from_row,
+    subscription_from_row,
+)
 from postroom.store.consent import Consent, ConsentKind, consent_row, record_consents, stronger
 from postroom.store.database import Database
 from postroom.store.schema import lists, subscribers, subscriptions
 
-
-class SubscriberStatus(StrEnum):
-    ACTIVE = "active"
-    UNSUBSCRIBED = "unsubscribed"
-    BOUNCED = "bounced"
-    COMPLAINED = "complained"
-    SUNSET = "sunset"
-    ERASED = "erased"
-
-
-class SubscriptionStatus(StrEnum):
-    ACTIVE = "active"
-    UNSUBSCRIBED = "unsubscribed"
-    PENDING = "pending"  # double opt-in: waiting for the confirm link
-
-
-@dataclass(frozen=True, slots=True)
-class NewSubscriber:
-    """One address to subscribe: ``email`` already checked and lower-cased. ``dated`` is
-    False when the consent time is only the time of an import (the file gave none): such a
-    consent never renews an existing one, or importing a file twice would extend its
-    implied consent each time."""
-
-    email: str
-    name: str | None
-    consent: Consent
-    dated: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriberRecord:
-    id: str
-    email: str
-    name: str | None
-    status: SubscriberStatus
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionRecord:
-    list_id: str
-    status: SubscriptionStatus
-    consent: ConsentKind
-    consent_expires_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    confirmed_at: datetime | None
-    unsubscribed_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ListRecord:
-    id: str
-    name: str
-    creator: str
-    created_at: datetime
-    counts: dict[str, int] = field(default_factory=dict)  # subscriptions by status
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribed:
-    """What subscribing one address did: ``created`` (new subscription), ``updated``
-    (stronger consent, or revived), ``unchanged``, or ``skipped`` with the reason."""
-
-    subscriber_id: str
-    email: str
-    outcome: str
-    status: SubscriptionStatus | None
-    reason: str | None = None
-
+__all__ = [
+    "ListRecord",
+    "NewSubscriber",
+    "Subscribed",
+    "SubscriberRecord",
+    "SubscriberStatus",
+    "Subscribers",
+    "SubscriptionRecord",
+    "SubscriptionStatus",
+]
 
 _INSERT_SUBSCRIBERS = {
     "postgresql": postgresql.insert(subscribers).on_conflict_do_nothing(),
@@ -103,7 +52,6 @@ _INSERT_SUBSCRIPTIONS = {
     "postgresql": postgresql.insert(subscriptions).on_conflict_do_nothing(),
     "sqlite": sqlite.insert(subscriptions).on_conflict_do_nothing(),
 }
-_BLOCKING_STATUSES = {s.value for s in SubscriberStatus} - {SubscriberStatus.ACTIVE.value}
 _REVIVABLE_STATUSES = {SubscriberStatus.UNSUBSCRIBED.value, SubscriberStatus.SUNSET.value}
 
 
@@ -340,7 +288,7 @@ class Subscribers:
                 .where(subscriptions.c.subscriber_id == found.id)
                 .order_by(subscriptions.c.list_id)
             )
-            return _subscriber(found), [_subscription(s) for s in subs]
+            return subscriber_from_row(found), [subscription_from_row(s) for s in subs]
 
         return await self._db.read(work)
 
@@ -421,7 +369,9 @@ class Subscribers:
         )
         if after is not None:
             query = query.where(subscriptions.c.subscriber_id > after)
-        return await self._db.read(lambda conn: [_subscriber(r) for r in conn.execute(query)])
+        return await self._db.read(
+            lambda conn: [subscriber_from_row(r) for r in conn.execute(query)]
+        )
 
 
 def _ensure_subscribers(
@@ -464,27 +414,3 @@ class _Person:
     id: str
     email: str
     status: SubscriberStatus
-
-
-def _subscriber(row: Row[Any]) -> SubscriberRecord:
-    return SubscriberRecord(
-        id=row.id,
-        email=row.email,
-        name=row.name,
-        status=SubscriberStatus(row.status),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-def _subscription(row: Row[Any]) -> SubscriptionRecord:
-    return SubscriptionRecord(
-        list_id=row.list_id,
-        status=SubscriptionStatus(row.status),
-        consent=ConsentKind(row.consent),
-        consent_expires_at=row.consent_expires_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        confirmed_at=row.confirmed_at,
-        unsubscribed_at=row.unsubscribed_at,
-    )
