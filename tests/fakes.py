@@ -44,3 +44,18 @@ class FakeProvider:
 
     def delivered_to(self, recipient: str) -> list[RenderedEmail]:
         return [e for e in self.delivered if e.recipient.lower() == recipient.lower()]
+
+
+def plain_email(n: int, recipient: str | None = None) -> RenderedEmail:
+    """A small rendered message, number ``n`` (send id ``s0000n``), for provider-side tests."""
+    return RenderedEmail(
+        send_id=f"s{n:05d}",
+        message_id=f"<s{n:05d}@example.com>",
+        sender="Platform <noreply@example.com>",
+        recipient=recipient or f"r{n}@example.com",
+        recipient_name=None,
+        subject="Hello",
+        html="<p>Hello</p>",
+        text="Hello",
+        date="Sat, 28 Nov 2026 05:00:00 +0000",
+    )

@@ -4,7 +4,7 @@ secondary meanwhile (or waits without spending attempts), and a probe closes the
 from __future__ import annotations
 
 from tests.conftest import RunningWorker
-from tests.fakes import FakeProvider
+from tests.fakes import FakeProvider, plain_email
 
 from postroom.errors import RateLimitedError, TransientProviderError
 from postroom.messages import RenderedEmail, parse_event
@@ -26,20 +26,6 @@ def down(_email: RenderedEmail, _seen: int) -> TransientProviderError:
     return TransientProviderError("503 Service Unavailable")
 
 
-def email(n: int) -> RenderedEmail:
-    return RenderedEmail(
-        send_id=f"s{n:05d}",
-        message_id=f"<s{n:05d}@example.com>",
-        sender="Platform <noreply@example.com>",
-        recipient=f"r{n}@example.com",
-        recipient_name=None,
-        subject="Hello",
-        html="<p>Hello</p>",
-        text="Hello",
-        date="Sat, 28 Nov 2026 05:00:00 +0000",
-    )
-
-
 async def test_breaker_opens_after_consecutive_failures_and_routes_to_the_secondary() -> None:
     clock = Clock()
     primary, secondary = FakeProvider(name="primary", script=down), FakeProvider(name="backup")
@@ -47,21 +33,21 @@ async def test_breaker_opens_after_consecutive_failures_and_routes_to_the_second
         primary, CircuitBreaker("primary", threshold=3, open_seconds=30, clock=clock), secondary
     )
     for n in range(2):
-        [result] = await provider.send([email(n)])
+        [result] = await provider.send([plain_email(n)])
         assert isinstance(result.error, TransientProviderError)
     # The third failure opens the circuit; that call's mail goes to the secondary at once.
-    [result] = await provider.send([email(2)])
+    [result] = await provider.send([plain_email(2)])
     assert result.ok and result.provider == "backup"
     assert provider.breaker.state is BreakerState.OPEN
     calls_before = len(primary.calls)
-    results = await provider.send([email(n) for n in range(3, 8)])
+    results = await provider.send([plain_email(n) for n in range(3, 8)])
     assert all(r.ok and r.provider == "backup" for r in results)
     assert len(primary.calls) == calls_before  # the primary is left alone while open
 
     # After the open period one probe goes to the primary; it has recovered.
     primary.script = lambda _e, _s: None
     clock.now += 30
-    [result] = await provider.send([email(9)])
+    [result] = await provider.send([plain_email(9)])
     assert result.ok and result.provider is None
     assert provider.breaker.state is BreakerState.CLOSED
 
@@ -70,10 +56,10 @@ async def test_a_failed_probe_opens_the_circuit_again() -> None:
     clock = Clock()
     breaker = CircuitBreaker("primary", threshold=1, open_seconds=10, clock=clock)
     provider = FailoverProvider(FakeProvider(name="primary", script=down), breaker)
-    await provider.send([email(0)])
+    await provider.send([plain_email(0)])
     assert breaker.state is BreakerState.OPEN
     clock.now += 10
-    await provider.send([email(1)])  # the probe fails
+    await provider.send([plain_email(1)])  # the probe fails
     assert breaker.state is BreakerState.OPEN and breaker.retry_after() == 10
 
 
@@ -82,7 +68,7 @@ async def test_rate_limiting_is_not_a_failure() -> None:
     limited = FakeProvider(
         name="primary", script=lambda _e, _s: RateLimitedError("429", retry_after=1.0)
     )
-    await FailoverProvider(limited, breaker).send([email(0)])
+    await FailoverProvider(limited, breaker).send([plain_email(0)])
     assert breaker.state is BreakerState.CLOSED
 
 

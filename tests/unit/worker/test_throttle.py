@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 from tests.conftest import RunningWorker
-from tests.fakes import FakeProvider
+from tests.fakes import FakeProvider, plain_email
 
 from postroom.config import Settings
 from postroom.messages import Priority, RenderedEmail, parse_event
@@ -32,20 +32,7 @@ class FakeClock:
 
 
 def emails(*recipients: str) -> list[RenderedEmail]:
-    return [
-        RenderedEmail(
-            send_id=f"s{n:05d}",
-            message_id=f"<s{n:05d}@example.com>",
-            sender="Platform <noreply@example.com>",
-            recipient=recipient,
-            recipient_name=None,
-            subject="Hello",
-            html="<p>Hello</p>",
-            text="Hello",
-            date="Sat, 28 Nov 2026 05:00:00 +0000",
-        )
-        for n, recipient in enumerate(recipients)
-    ]
+    return [plain_email(n, recipient) for n, recipient in enumerate(recipients)]
 
 
 async def test_reservations_keep_the_rate_after_the_burst() -> None:

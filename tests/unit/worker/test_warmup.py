@@ -9,11 +9,11 @@ from datetime import UTC, date, datetime
 
 import pytest
 from tests.conftest import RunningWorker
-from tests.fakes import FakeProvider
+from tests.fakes import FakeProvider, plain_email
 
 from postroom.config import Settings
 from postroom.errors import ProviderUnavailableError
-from postroom.messages import RenderedEmail, parse_event
+from postroom.messages import parse_event
 from postroom.store.database import open_database
 from postroom.store.ledger import SendStatus
 from postroom.store.send_counts import SendCounts
@@ -22,20 +22,6 @@ from postroom.wiring import open_postroom, prepare_database
 from postroom.worker.warmup import WarmupProvider, WarmupSchedule
 
 DAY = date(2026, 11, 28)
-
-
-def email(n: int) -> RenderedEmail:
-    return RenderedEmail(
-        send_id=f"s{n:05d}",
-        message_id=f"<s{n:05d}@example.com>",
-        sender="Platform <noreply@example.com>",
-        recipient=f"r{n}@example.com",
-        recipient_name=None,
-        subject="Hello",
-        html="<p>Hello</p>",
-        text="Hello",
-        date="Sat, 28 Nov 2026 05:00:00 +0000",
-    )
 
 
 def test_the_cap_grows_from_the_initial_volume_to_the_target() -> None:
@@ -72,7 +58,7 @@ async def test_mail_over_the_cap_goes_to_the_fallback() -> None:
         fallback,
         clock=lambda: datetime(2026, 11, 28, 12, tzinfo=UTC),
     )
-    results = await provider.send([email(n) for n in range(5)])
+    results = await provider.send([plain_email(n) for n in range(5)])
     assert [r.provider for r in results] == [None, None, None, "shared-ip", "shared-ip"]
     assert all(r.ok for r in results)
     assert len(primary.delivered) == 3 and len(fallback.delivered) == 2
@@ -85,7 +71,7 @@ async def test_without_fallback_mail_over_the_cap_waits_for_the_next_day() -> No
         Cap().take,
         clock=lambda: datetime(2026, 11, 28, 18, tzinfo=UTC),
     )
-    results = await provider.send([email(n) for n in range(3)])
+    results = await provider.send([plain_email(n) for n in range(3)])
     assert [r.ok for r in results] == [True, True, False]
     error = results[2].error
     assert isinstance(error, ProviderUnavailableError)
