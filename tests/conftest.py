@@ -18,7 +18,9 @@ from psycopg import sql
 from tests.fakes import FakeProvider
 
 from postroom.config import Settings
+from postroom.messages import parse_event
 from postroom.store import migrate
+from postroom.submission import submit
 from postroom.wiring import Postroom, build_pipeline, build_worker, open_postroom, prepare_database
 from postroom.worker.pipeline import DeliveryPipeline
 
@@ -77,6 +79,28 @@ def fresh_postgres_database() -> Iterator[str]:
         yield f"{POSTGRES_SERVER.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
     finally:
         _postgres_admin(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+async def submit_transactional_mix(postroom: Postroom, count: int) -> None:
+    """Submit ``count`` emails, 1,000 per call: welcome mail with a sign-in link every tenth
+    (both transactional, so mail whose outcome was lost is resent by the default policy)."""
+    events = [
+        parse_event(
+            {
+                "email_type": "welcome" if i % 10 else "sign_in_link",
+                "recipient_email": f"reader{i}@example.com",
+                "template_data": {
+                    "creator_name": "Jane Doe",
+                    "sign_in_url": f"https://platform.example/login/{i}",
+                    "expires_minutes": 15,
+                },
+            },
+            max_bytes=100_000,
+        )
+        for i in range(count)
+    ]
+    for start in range(0, count, 1000):
+        await submit(postroom, events[start : start + 1000])
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -22,15 +22,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import fresh_postgres_database, make_settings, require_service
+from tests.conftest import (
+    fresh_postgres_database,
+    make_settings,
+    require_service,
+    submit_transactional_mix,
+)
 from tests.contract.rabbitmq_broker import RABBITMQ_URL, throwaway_prefix
 from tests.esp_fakes.sendgrid import FakeSendGrid
 
 from postroom.config import Settings
-from postroom.messages import parse_event
 from postroom.store import migrate
 from postroom.store.ledger import SendStatus
-from postroom.submission import submit
 from postroom.wiring import Postroom, open_postroom
 
 WORKERS = 4
@@ -106,32 +109,12 @@ async def run_chaos(backend: str, emails: int, tmp_path: Path) -> None:
             )
             postroom = await open_postroom(settings)
             try:
-                await _submit(postroom, emails)
+                await submit_transactional_mix(postroom, emails)
                 await _kill_and_restart(backend, worker_env(settings, fake), tmp_path, postroom)
                 await _check(postroom, fake, emails)
             finally:
                 await postroom.close()
                 await fake.stop()
-
-
-async def _submit(postroom: Postroom, emails: int) -> None:
-    events = [
-        parse_event(
-            {
-                "email_type": "welcome" if i % 10 else "sign_in_link",
-                "recipient_email": f"reader{i}@example.com",
-                "template_data": {
-                    "creator_name": "Jane Doe",
-                    "sign_in_url": f"https://platform.example/login/{i}",
-                    "expires_minutes": 15,
-                },
-            },
-            max_bytes=100_000,
-        )
-        for i in range(emails)
-    ]
-    for start in range(0, emails, 1000):
-        await submit(postroom, events[start : start + 1000])
 
 
 async def _kill_and_restart(

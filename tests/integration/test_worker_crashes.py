@@ -19,12 +19,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from tests.conftest import make_settings
+from tests.conftest import make_settings, submit_transactional_mix
 
-from postroom.messages import parse_event
 from postroom.providers.outbox import INDEX_NAME
 from postroom.store.ledger import SendStatus
-from postroom.submission import submit
 from postroom.wiring import Postroom, open_postroom, prepare_database
 
 EMAILS = 5_000
@@ -62,24 +60,7 @@ async def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(tmp_path: P
     await prepare_database(settings)
     postroom = await open_postroom(settings)
     try:
-        events = [
-            parse_event(
-                {
-                    "email_type": "welcome" if i % 10 else "sign_in_link",
-                    "recipient_email": f"reader{i}@example.com",
-                    "template_data": {
-                        "creator_name": "Jane Doe",
-                        "sign_in_url": f"https://platform.example/login/{i}",
-                        "expires_minutes": 15,
-                    },
-                    "metadata": {"n": i},
-                },
-                max_bytes=100_000,
-            )
-            for i in range(EMAILS)
-        ]
-        for start in range(0, EMAILS, 1000):
-            await submit(postroom, events[start : start + 1000])
+        await submit_transactional_mix(postroom, EMAILS)
 
         rng = random.Random(20261128)
         kills = 0
