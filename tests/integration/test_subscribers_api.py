@@ -66,6 +66,15 @@ def test_double_opt_in_waits_for_the_confirm_click(client: TestClient, settings:
         "pending": 0,
         "unsubscribed": 0,
     }
+    # Unsubscribed, then asking again: pending again, with a new confirmation email.
+    postroom = client.app.state.postroom  # type: ignore[attr-defined]
+    assert client.portal is not None
+    assert client.portal.call(postroom.subscribers.unsubscribe, "new@example.com", "jane")
+    revived = client.post("/v1/subscribers", json=body, headers=AUTH).json()
+    assert revived["subscriptions"][0]["status"] == "pending"
+    assert len(revived["confirmation_emails"]) == 1
+    assert revived["confirmation_emails"] != [send_id]
+
     token = path.rsplit("/", 1)[1]
     tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
     foreign = make_confirm_token("another-secret-another-secret!!", "x", "jane")

@@ -97,7 +97,7 @@ async def post_subscriber(
         ConsentKind(body.consent.kind),
         body.consent.source,
         _aware(body.consent.at) if body.consent.at else datetime.now(UTC),
-        body.consent.ip or (request.client.host if request.client else None),
+        body.consent.ip,  # the caller is the platform's server: its address says nothing
     )
     try:
         done = await postroom.subscribers.upsert(
@@ -105,9 +105,10 @@ async def post_subscriber(
         )
     except InvalidMessageError as exc:
         return _unprocessable(exc.field, exc.reason)
-    queued = await _send_confirmations(postroom, body, done)
     found = await postroom.subscribers.get(body.email)
     assert found is not None
+    pending_since = {s.list_id: s.updated_at for s in found[1]}
+    queued = await _send_confirmations(postroom, body, done, pending_since)
     view = _subscriber_view(*found)
     view["results"] = [
         {"list_id": lid, "outcome": r.outcome, "reason": r.reason}
@@ -122,7 +123,10 @@ def _aware(when: datetime) -> datetime:
 
 
 async def _send_confirmations(
-    postroom: Postroom, body: SubscriberIn, done: list[Subscribed]
+    postroom: Postroom,
+    body: SubscriberIn,
+    done: list[Subscribed],
+    pending_since: dict[str, datetime],
 ) -> list[str]:
     """Queue the confirm link for each subscription left pending; returns the send ids."""
     from postroom.submission import submit
@@ -142,8 +146,11 @@ async def _send_confirmations(
                 **body.confirmation_data,
                 "confirm_url": confirm_url(postroom, result.subscriber_id, list_id),
             },
-            # One confirmation per subscriber and list, however often the form is posted.
-            "idempotency_key": f"confirm:{list_id}:{result.subscriber_id}",
+            # One confirmation per pending subscription, however often the form is posted;
+            # a subscription made pending again (unsubscribed, then asked again) gets another.
+            "idempotency_key": (
+                f"confirm:{list_id}:{result.subscriber_id}:{pending_since[list_id].timestamp():.6f}"
+            ),
         }
         if body.name:
             document["recipient_name"] = body.name

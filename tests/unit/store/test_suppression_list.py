@@ -3,13 +3,16 @@ reason, erased entries, keyset pages, and migration 0004 re-keying existing entr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.command import downgrade
 from sqlalchemy import create_engine, text
+from tests.conftest import fresh_postgres_database
 
-from postroom.store.database import open_database
-from postroom.store.migrate import upgrade
+from postroom.store.database import open_database, sync_url
+from postroom.store.migrate import alembic_config, upgrade
 from postroom.store.suppressions import (
     Suppressions,
     SuppressionScope,
@@ -71,25 +74,41 @@ async def test_pages_follow_the_key_with_a_cursor(postroom: Postroom) -> None:
         _read_cursor("bm90LWEtY3Vyc29y")
 
 
-async def test_migration_0004_rekeys_existing_entries(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db.sqlite'}"
+        return
+    with fresh_postgres_database() as url:
+        yield url
+
+
+async def test_migration_0004_rekeys_existing_entries_and_reverts(empty_database: str) -> None:
+    url = empty_database
     upgrade(url, "0003")
-    engine = create_engine(url)
+    engine = create_engine(sync_url(url))
     with engine.begin() as conn:
         conn.execute(
             text(
                 "INSERT INTO suppressions (email, scope, reason, created_at) "
-                "VALUES ('old@example.com', 'all', 'hard_bounce', '2026-01-01 00:00:00.000000')"
+                "VALUES ('old@example.com', 'all', 'hard_bounce', '2026-01-01 00:00:00')"
             )
         )
     upgrade(url)
     with engine.connect() as conn:
         row = conn.execute(text("SELECT address_hash, email FROM suppressions")).one()
-    engine.dispose()
     assert tuple(row) == (address_hash("old@example.com"), "old@example.com")
     db = open_database(url)
-    try:  # the SQLite fast path finds the re-keyed entry
+    try:  # on SQLite through the driver fast path
         blocked = await Suppressions(db).blocked(["OLD@example.com"], marketing=False)
     finally:
         await db.dispose()
     assert blocked == {"old@example.com"}
+
+    downgrade(alembic_config(url), "0003")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT email, scope FROM suppressions")).all() == [
+            ("old@example.com", "all")
+        ]
+    engine.dispose()
+    upgrade(url)
