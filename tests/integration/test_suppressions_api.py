@@ -3,6 +3,8 @@ reason; and the worker skips what the API suppressed."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 
 import pytest
@@ -49,6 +51,11 @@ def test_suppression_round_trip(client: TestClient) -> None:
     marketing = client.get("/v1/suppressions?scope=marketing", headers=AUTH).json()
     assert [e["email"] for e in marketing["suppressions"]] == ["r0@example.com"]
     assert client.get("/v1/suppressions?cursor=zzz", headers=AUTH).status_code == 422
+    exported = client.get("/v1/suppressions/export", headers=AUTH)
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert sorted((r["email"], r["scope"]) for r in rows) == sorted(seen)
+    assert {r["detail"] for r in rows if r["scope"] == "all"} == {"support ticket"}
 
     sent = client.post(
         "/v1/emails",

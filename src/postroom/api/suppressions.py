@@ -7,11 +7,14 @@ which is recorded with the entry's own; an entry left by a GDPR erasure is lifte
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from postroom.api.auth import require_api_key
@@ -73,6 +76,52 @@ async def list_suppressions(
         )
     body = {"suppressions": [view(e) for e in page.entries], "next_cursor": page.cursor}
     return JSONResponse(jsonable_encoder(body))
+
+
+@router.get("/export", response_class=StreamingResponse)
+async def export_suppressions(
+    request: Request, scope: SuppressionScope | None = None
+) -> StreamingResponse:
+    """The whole list as CSV (``email`` empty for erased addresses), streamed a page of 1,000
+    entries at a time: each page is its own short read, so a long download never holds a
+    transaction open."""
+    suppressions = _postroom(request).suppressions
+
+    async def rows() -> AsyncIterator[str]:
+        yield _csv_line(EXPORT_COLUMNS)
+        cursor = None
+        while True:
+            page = await suppressions.page(scope=scope, limit=1000, cursor=cursor)
+            yield "".join(_csv_line(_export_row(e)) for e in page.entries)
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="suppressions.csv"'},
+    )
+
+
+EXPORT_COLUMNS = ("email", "address_hash", "scope", "reason", "detail", "created_at")
+
+
+def _export_row(entry: Suppression) -> tuple[str, ...]:
+    return (
+        entry.email or "",
+        entry.address_hash,
+        entry.scope.value,
+        entry.reason,
+        entry.detail or "",
+        entry.created_at.isoformat(),
+    )
+
+
+def _csv_line(values: tuple[str, ...]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(values)
+    return out.getvalue()
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
