@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import SimpleNamespace
@@ -36,12 +35,7 @@ from postroom.errors import (
 )
 from postroom.messages import RenderedEmail
 from postroom.providers.base import SendResult
-from postroom.providers.http_batching import (
-    Personalized,
-    alone,
-    personalize,
-    recipient_values,
-)
+from postroom.providers.http_batching import Personalized, alone
 
 __all__ = [
     "DEFAULT_RATE_LIMIT_WAIT",
@@ -52,7 +46,6 @@ __all__ = [
     "RateLimitSnapshot",
     "auth_failure",
     "classify_status",
-    "personalize_all",
     "retry_after_seconds",
 ]
 
@@ -340,105 +333,3 @@ class HttpEspProvider:
 
     async def close(self) -> None:
         await self.client.close()
-
-
-class _Copy:
-    """A personalized message kept to recognise further copies of its mailing: a copy is the
-    template with the copy's own values in place of the placeholders, exactly. Each template
-    part is kept as its literal pieces between placeholders, so checking a copy compares
-    text in place (``startswith`` at an offset) instead of building the filled-in part."""
-
-    def __init__(self, item: Personalized, placeholder: Callable[[str], str]) -> None:
-        self.item = item
-        names = {placeholder(name): name for name in item.values}
-        email = item.email
-        self.envelope = (email.sender, email.email_type, email.category)
-        self.header_names = list(item.headers)
-        self._names = names
-        self._templates = [item.subject, item.html, item.text, *item.headers.values()]
-        # Split on first use: a distinct message usually fails on the subject or the HTML.
-        self._parts: list[tuple[list[str], list[str]] | None] = [None] * len(self._templates)
-
-    def _part(self, index: int) -> tuple[list[str], list[str]]:
-        part = self._parts[index]
-        if part is None:
-            part = self._parts[index] = _pieces(self._templates[index], self._names)
-        return part
-
-    def match(self, email: RenderedEmail, values: dict[str, str]) -> Personalized | None:
-        item = self.item
-        if (email.sender, email.email_type, email.category) != self.envelope:
-            return None
-        if values.keys() != item.values.keys() or email.headers.keys() != item.headers.keys():
-            return None
-        actual = [email.subject, email.html, email.text]
-        actual += [email.headers[name] for name in self.header_names]
-        for index, wanted in enumerate(actual):
-            literals, names = self._part(index)
-            if names:
-                if not _fills(literals, names, values, wanted):
-                    return None
-            elif literals[0] != wanted:
-                return None
-        return Personalized(
-            email, item.subject, item.html, item.text, item.headers, values, item.key
-        )
-
-
-def _pieces(part: str, names: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """``part`` as the literal text around its placeholders, and the names they stand for."""
-    present = [marker for marker in names if marker in part]
-    if not present:
-        return [part], []
-    pattern = re.compile("|".join(re.escape(marker) for marker in present))
-    return pattern.split(part), [names[marker] for marker in pattern.findall(part)]
-
-
-def _fills(literals: list[str], names: list[str], values: Mapping[str, str], wanted: str) -> bool:
-    """Whether the placeholders replaced by ``values`` give exactly ``wanted``."""
-    if len(names) == 1:  # the usual case (an unsubscribe URL, a send id), without the loop
-        head, tail = literals
-        value = values[names[0]]
-        return (
-            len(wanted) == len(head) + len(value) + len(tail)
-            and wanted.startswith(head)
-            and wanted.endswith(tail)
-            and wanted.startswith(value, len(head))
-        )
-    pos = 0
-    for literal, name in zip(literals, names, strict=False):
-        value = values[name]
-        if not wanted.startswith(literal, pos):
-            return False
-        pos += len(literal)
-        if not wanted.startswith(value, pos):
-            return False
-        pos += len(value)
-    last = literals[-1]
-    return pos + len(last) == len(wanted) and wanted.startswith(last, pos)
-
-
-def personalize_all(
-    batch: Sequence[RenderedEmail], placeholder: Callable[[str], str], *, marker_prefix: str
-) -> list[Personalized]:
-    """:func:`~postroom.providers.http_batching.personalize` for every message of ``batch``,
-    at a fraction of the cost for copies of one mailing (~70 µs → ~10 µs a copy): the previous
-    message's placeholders are tried first, and a copy that they reproduce exactly shares its
-    key. A message they do not reproduce is personalized from scratch and becomes the one
-    tried next. A message alone in ``batch`` is sent as it is."""
-    if len(batch) == 1:
-        return [alone(batch[0])]  # a call of its own: placeholders would only cost time
-    items: list[Personalized] = []
-    last: _Copy | None = None
-    for email in batch:
-        item = None
-        if last is not None:
-            values = recipient_values(email)
-            if not any(marker_prefix in value for value in values.values()):
-                item = last.match(email, values)
-        if item is None:
-            item = personalize(email, placeholder, marker_prefix=marker_prefix)
-            if item.key[:1] != ("alone",):
-                last = _Copy(item, placeholder)
-        items.append(item)
-    return items

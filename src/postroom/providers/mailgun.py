@@ -47,10 +47,10 @@ from postroom.providers.http import (
     HttpReply,
     classify_status,
     client_from_settings,
-    personalize_all,
     required,
 )
 from postroom.providers.http_batching import Personalized, group_for_batch, personalize
+from postroom.providers.mailing_copies import personalize_all
 
 __all__ = ["REGION_BASE_URLS", "MailgunProvider", "error_detail"]
 

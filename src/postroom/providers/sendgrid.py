@@ -44,10 +44,10 @@ from postroom.providers.http import (
     HttpReply,
     classify_status,
     client_from_settings,
-    personalize_all,
     required,
 )
 from postroom.providers.http_batching import Personalized, group_for_batch, personalize
+from postroom.providers.mailing_copies import personalize_all
 
 __all__ = ["DEFAULT_BASE_URL", "SendGridProvider", "error_detail"]
 

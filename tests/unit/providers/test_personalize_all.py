@@ -8,8 +8,8 @@ import dataclasses
 from tests.esp_fakes.messages import newsletter, sign_in, subscribers
 
 from postroom.messages import RenderedEmail
-from postroom.providers.http import personalize_all
 from postroom.providers.http_batching import alone, personalize
+from postroom.providers.mailing_copies import personalize_all
 
 PREFIX = "%recipient."
 
