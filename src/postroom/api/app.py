@@ -22,6 +22,7 @@ from postroom.api import (
     confirm,
     deliverability,
     emails,
+    stats,
     subscribers,
     suppressions,
     unsubscribe,
@@ -65,6 +66,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     app.include_router(subscribers.router)
     app.include_router(suppressions.router)
     app.include_router(confirm.router)
+    app.include_router(stats.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit)
 

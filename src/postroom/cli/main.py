@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from postroom.cli import bench, dkim, dlq, dns, lint, subscribers, suppressions, webhooks
+from postroom.cli import (
+    bench,
+    dkim,
+    dlq,
+    dns,
+    lint,
+    stats,
+    subscribers,
+    suppressions,
+    webhooks,
+)
 from postroom.cli.common import (
     CommandError,
     configure_logging,
@@ -41,6 +51,7 @@ app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(suppressions.app, name="suppressions")
 app.command(name="lint")(lint.lint)
+app.command(name="stats")(stats.stats)
 
 
 def _serve(settings: Settings, *, run_worker: bool, host: str | None, port: int | None) -> None:
