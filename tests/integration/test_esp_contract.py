@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
@@ -122,8 +123,10 @@ async def test_a_caller_that_waits_retry_after_commits_no_violation(subject: Sub
     [second] = await subject.provider.send([sign_in()])
     assert second.ok
     assert subject.fake.retry_after_violations == 0
-    # …and the fake does count one that does not wait.
-    subject.fake.fail_next(Fault.answer(429, b"{}", Retry_After="5"))
+    # …and one that does not wait is held by the adapter until the Retry-After has passed.
+    subject.fake.fail_next(Fault.answer(429, b"{}", Retry_After="0.3"))
     await subject.provider.send([sign_in()])
-    await subject.provider.send([sign_in()])
-    assert subject.fake.retry_after_violations == 1
+    started = time.monotonic()
+    [third] = await subject.provider.send([sign_in()])
+    assert third.ok and time.monotonic() - started >= 0.25
+    assert subject.fake.retry_after_violations == 0

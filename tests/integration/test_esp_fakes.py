@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from tests.esp_fakes.base import Fault
 from tests.esp_fakes.mailgun import FakeMailgun
 from tests.esp_fakes.postmark import FakePostmark
 from tests.esp_fakes.sendgrid import FakeSendGrid
@@ -134,3 +135,12 @@ async def test_postmark_fake_follows_the_email_api() -> None:
             f"{fake.base_url}/email/batch", orjson.dumps([message] * 2), headers
         )
         assert status == 200 and [m["ErrorCode"] for m in body] == [0, 0]
+
+
+async def test_the_fakes_count_a_request_that_ignores_a_retry_after() -> None:
+    async with FakeSendGrid() as fake:
+        url, auth = f"{fake.base_url}/v3/mail/send", {"Authorization": f"Bearer {fake.credential}"}
+        fake.fail_next(Fault.answer(429, b"{}", Retry_After="5"))
+        assert (await _post(url, orjson.dumps(MAIL), auth))[0] == 429
+        assert (await _post(url, orjson.dumps(MAIL), auth))[0] == 202
+        assert fake.retry_after_violations == 1

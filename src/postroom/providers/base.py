@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from postroom.errors import ProviderError
 from postroom.messages import RenderedEmail
 
-__all__ = ["MessageSigner", "Provider", "RenderedEmail", "SendResult"]
+__all__ = ["CallsPerMessage", "MessageSigner", "Provider", "RenderedEmail", "SendResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,14 @@ class MessageSigner(Protocol):
     """Signs a finished MIME message (DKIM); the signer lives outside this seam."""
 
     def sign(self, message: bytes) -> bytes: ...
+
+
+@runtime_checkable
+class CallsPerMessage(Protocol):
+    """A provider that makes one API call per message of a batch (SES's SendEmail), so that
+    request-rate limits count messages, not batches."""
+
+    calls_per_message: bool
 
 
 class Provider(Protocol):

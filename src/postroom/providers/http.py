@@ -184,7 +184,13 @@ async def _on_headers_sent(
 
 
 class EspHttpClient:
-    """A keep-alive aiohttp session for one ESP, created on first use (never at import)."""
+    """A keep-alive aiohttp session for one ESP, created on first use (never at import).
+
+    A 429's wait is the ESP's word for the whole account: after one, no request of this
+    client goes out until it has passed. The check is made once a request holds one of the
+    ``max_connections`` slots, right before it is written, so no request that passed it can
+    then sit in aiohttp's connection queue and go out during the pause.
+    """
 
     def __init__(
         self,
@@ -203,6 +209,8 @@ class EspHttpClient:
         self.keepalive = keepalive
         self.rate_limit: RateLimitSnapshot | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._paused_until = 0.0  # time.monotonic()
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -221,19 +229,32 @@ class EspHttpClient:
     async def post(self, url: str, *, body: bytes, headers: Mapping[str, str]) -> HttpReply:
         """POST ``body``; return the reply whatever its status, or raise a transient or
         ambiguous :class:`ProviderError` when the transport failed."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_connections)
         progress = _Progress()
-        try:
-            async with self._open().post(
-                url, data=body, headers=dict(headers), trace_request_ctx=progress
-            ) as response:
-                payload = await response.read()
-                reply = HttpReply(response.status, response.headers, payload)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise self._transport_error(exc, sent=progress.headers_sent) from exc
+        async with self._slots:
+            await self._wait_out_pause()
+            try:
+                async with self._open().post(
+                    url, data=body, headers=dict(headers), trace_request_ctx=progress
+                ) as response:
+                    payload = await response.read()
+                    reply = HttpReply(response.status, response.headers, payload)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise self._transport_error(exc, sent=progress.headers_sent) from exc
+            if reply.status == 429:
+                wait = retry_after_seconds(reply.headers)
+                self._paused_until = max(self._paused_until, time.monotonic() + wait)
         snapshot = rate_limit_snapshot(reply.headers)
         if snapshot is not None:
             self.rate_limit = snapshot
         return reply
+
+    async def _wait_out_pause(self) -> None:
+        pause = self._paused_until - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+            await self._wait_out_pause()  # another 429 may have made it longer meanwhile
 
     def _transport_error(self, exc: BaseException, *, sent: bool) -> ProviderError:
         detail = f"{type(exc).__name__}: {exc}".rstrip(": ")

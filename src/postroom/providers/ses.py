@@ -166,6 +166,7 @@ def _botocore_session() -> Any:
 class SesProvider:
     name = "ses"
     max_batch_size = MAX_DESTINATIONS
+    calls_per_message = True  # SendEmail per message: request-rate limits count each
 
     def __init__(
         self,

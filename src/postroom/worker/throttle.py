@@ -147,19 +147,22 @@ class Throttle:
         self._gates: dict[str, _Gate] = {}
         self.waited = 0.0  # total, for metrics
 
-    async def admit(self, emails: Sequence[RenderedEmail], priority: Priority) -> float:
+    async def admit(
+        self, emails: Sequence[RenderedEmail], priority: Priority, calls: int = 1
+    ) -> float:
+        """Wait until ``emails``, sent in ``calls`` API calls, fit every limit."""
         if not self.limits.any or not emails:
             return 0.0
         waited = 0.0
-        for key, units, rate in self._takes(emails):
+        for key, units, rate in self._takes(emails, calls):
             waited += await self._take(key, units, rate, priority)
         self.waited += waited
         return waited
 
-    def _takes(self, emails: Sequence[RenderedEmail]) -> list[tuple[str, float, Rate]]:
+    def _takes(self, emails: Sequence[RenderedEmail], calls: int) -> list[tuple[str, float, Rate]]:
         takes: list[tuple[str, float, Rate]] = []
         if self.limits.requests:
-            takes.append((f"{self.provider}:requests", 1.0, self.limits.requests))
+            takes.append((f"{self.provider}:requests", float(calls), self.limits.requests))
         if self.limits.recipients:
             takes.append(
                 (f"{self.provider}:recipients", float(len(emails)), self.limits.recipients)
