@@ -30,7 +30,7 @@ from postroom.providers.mime import build_mime
 __all__ = ["INDEX_NAME", "OutboxProvider", "read_index"]
 
 INDEX_NAME = "index.jsonl"
-INLINE_BATCH = 16
+INLINE_BATCH = 64
 """Batches up to this size are written on the event loop (about 0.3 ms a message)."""
 RESEND_INDEX_WINDOW = 10_000
 """How many of the newest index lines a resend looks through for its own line."""
