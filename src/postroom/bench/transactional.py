@@ -35,6 +35,7 @@ STAMP = "bench_enqueued_at"
 @dataclass(frozen=True)
 class LatencyReport:
     sink: str
+    workers: int
     rate: float
     achieved_rate: float
     count: int
@@ -45,7 +46,7 @@ class LatencyReport:
 
     def lines(self) -> list[str]:
         return [
-            f"provider         {self.sink}",
+            f"provider         {self.sink} ({self.workers} worker process(es))",
             f"target rate      {self.rate:,.0f} emails/s",
             f"achieved rate    {self.achieved_rate:,.0f} emails/s ({self.count:,} emails)",
             f"enqueue→provider p50 {self.p50_ms:.1f} ms  p90 {self.p90_ms:.1f} ms  "
@@ -154,7 +155,12 @@ async def _wait_until_sent(settings: Settings, count: int, patience: float) -> b
 
 
 def run_transactional(
-    rate: float, duration: float, *, sink: str = "outbox", data_dir: Path | None = None
+    rate: float,
+    duration: float,
+    *,
+    sink: str = "outbox",
+    workers: int = 1,
+    data_dir: Path | None = None,
 ) -> LatencyReport:
     if sink not in SINKS:
         raise ValueError(f"sink must be one of {', '.join(SINKS)}")
@@ -167,27 +173,34 @@ def run_transactional(
             esp = {"provider": "sendgrid", "sendgrid_api_key": "SG.bench", "sendgrid_base_url": url}
         settings = Settings(data_dir=base, secret_key="bench-" * 6, api_keys=["bench"], **esp)  # type: ignore[arg-type]
         asyncio.run(prepare_database(settings))
-        latency_file = base / "latencies.txt"
+        files = [base / f"latencies-{n}.txt" for n in range(workers)]
         context = multiprocessing.get_context("spawn")
-        ready, stop = context.Event(), context.Event()
-        worker = context.Process(
-            target=_worker_main, args=(settings, latency_file, sink == "memory", ready, stop)
-        )
-        worker.start()
+        stop = context.Event()
+        readiness = [context.Event() for _ in files]
+        processes = [
+            context.Process(
+                target=_worker_main, args=(settings, file, sink == "memory", ready, stop)
+            )
+            for file, ready in zip(files, readiness, strict=True)
+        ]
+        for process in processes:
+            process.start()
         try:
-            if not ready.wait(60):
-                raise RuntimeError("the benchmark worker did not start")
+            if not all(ready.wait(60) for ready in readiness):
+                raise RuntimeError("the benchmark workers did not start")
             count, elapsed = asyncio.run(_produce(settings, rate, duration))
             drained = asyncio.run(_wait_until_sent(settings, count, patience=120.0))
         finally:
             stop.set()
-            worker.join(60)
-        latencies = sorted(float(x) * 1000 for x in latency_file.read_text().split())
+            for process in processes:
+                process.join(60)
+        latencies = sorted(float(x) * 1000 for file in files for x in file.read_text().split())
     if len(latencies) < count or not drained:
         raise RuntimeError(f"only {len(latencies)} of {count} emails reached the provider")
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")  # never past the max
     return LatencyReport(
         sink=sink,
+        workers=workers,
         rate=rate,
         achieved_rate=count / elapsed,
         count=count,

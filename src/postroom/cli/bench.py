@@ -22,6 +22,7 @@ def transactional(
             "SendGrid) or memory (a provider that accepts at once)."
         ),
     ] = "outbox",
+    workers: Annotated[int, typer.Option(help="Worker processes sharing the queue.")] = 1,
 ) -> None:
     """Enqueue→provider latency (p50/p99) at a fixed rate on the embedded default."""
     from postroom.bench.transactional import SINKS, run_transactional
@@ -30,7 +31,9 @@ def transactional(
         raise typer.BadParameter("--rate and --duration must be positive")
     if sink not in SINKS:
         raise typer.BadParameter(f"--sink must be one of {', '.join(SINKS)}")
-    for line in run_transactional(rate, duration, sink=sink).lines():
+    if workers < 1:
+        raise typer.BadParameter("--workers must be at least 1")
+    for line in run_transactional(rate, duration, sink=sink, workers=workers).lines():
         print(line)
 
 
