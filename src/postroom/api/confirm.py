@@ -13,21 +13,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 
+from postroom.api.pages import page
 from postroom.wiring import Postroom
 
 router = APIRouter(prefix="/confirm", tags=["subscribers"])
 
 _SALT = "postroom-confirm"  # a token of another kind (unsubscribe) never reads as this one
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex"><title>{title}</title></head>
-<body style="font-family: sans-serif; max-width: 32rem; margin: 3rem auto; padding: 0 1rem">
-<h1 style="font-size: 1.4rem">{title}</h1>
-{body}
-</body></html>
-"""
 
 
 def make_confirm_token(secret_key: str, subscriber_id: str, list_id: str) -> str:
@@ -56,10 +47,6 @@ def confirm_url(postroom: Postroom, subscriber_id: str, list_id: str) -> str:
     return f"{postroom.settings.public_url.rstrip('/')}/confirm/{token}"
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=html.escape(title), body=body), status_code=status)
-
-
 def _claim(request: Request, token: str) -> tuple[str, str] | str:
     postroom: Postroom = request.app.state.postroom
     settings = postroom.settings
@@ -67,16 +54,16 @@ def _claim(request: Request, token: str) -> tuple[str, str] | str:
 
 
 @router.get("/{token}", response_class=HTMLResponse)
-async def confirm_page(request: Request, token: str) -> HTMLResponse:
+async def confirmpage(request: Request, token: str) -> HTMLResponse:
     """Ask for the click that confirms; changes nothing."""
     claim = _claim(request, token)
     if isinstance(claim, str):
-        return _page("Confirm your subscription", f"<p>{html.escape(claim)}</p>", status=400)
+        return page("Confirm your subscription", f"<p>{html.escape(claim)}</p>", status=400)
     body = (
         "<p>Please confirm that you want to receive these emails.</p>"
         '<form method="post"><button type="submit">Confirm subscription</button></form>'
     )
-    return _page("Confirm your subscription", body)
+    return page("Confirm your subscription", body)
 
 
 @router.post("/{token}", response_class=HTMLResponse)
@@ -84,12 +71,12 @@ async def confirm(request: Request, token: str) -> HTMLResponse:
     """Confirm the subscription (idempotent), recording express consent and the client IP."""
     claim = _claim(request, token)
     if isinstance(claim, str):
-        return _page("Confirm your subscription", f"<p>{html.escape(claim)}</p>", status=400)
+        return page("Confirm your subscription", f"<p>{html.escape(claim)}</p>", status=400)
     postroom: Postroom = request.app.state.postroom
     ip = request.client.host if request.client else None
     status = await postroom.subscribers.confirm(claim[0], claim[1], ip)
     if status == "active":
-        return _page("Subscribed", "<p>Thank you: your subscription is confirmed.</p>")
+        return page("Subscribed", "<p>Thank you: your subscription is confirmed.</p>")
     if status is None:
-        return _page("Confirm your subscription", "<p>This subscription no longer exists.</p>", 404)
-    return _page("Confirm your subscription", "<p>You have unsubscribed from this list.</p>", 409)
+        return page("Confirm your subscription", "<p>This subscription no longer exists.</p>", 404)
+    return page("Confirm your subscription", "<p>You have unsubscribed from this list.</p>", 409)

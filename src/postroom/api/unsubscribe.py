@@ -14,26 +14,13 @@ import html
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from postroom.api.pages import page
 from postroom.errors import InvalidMessageError
 from postroom.rendering.unsubscribe import UnsubscribeClaim
 from postroom.store.suppressions import SuppressionScope
 from postroom.wiring import Postroom
 
 router = APIRouter(prefix="/unsubscribe", tags=["unsubscribe"])
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex"><title>{title}</title></head>
-<body style="font-family: sans-serif; max-width: 32rem; margin: 3rem auto; padding: 0 1rem">
-<h1 style="font-size: 1.4rem">{title}</h1>
-{body}
-</body></html>
-"""
-
-
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=html.escape(title), body=body), status_code=status)
 
 
 def _claim(request: Request, token: str) -> UnsubscribeClaim | None:
@@ -56,11 +43,11 @@ _INVALID = (
 
 
 @router.get("/{token}", response_class=HTMLResponse)
-async def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
+async def unsubscribepage(request: Request, token: str) -> HTMLResponse:
     """Ask for confirmation; changes nothing (link scanners follow GET links)."""
     claim = _claim(request, token)
     if claim is None:
-        return _page("Unsubscribe", _INVALID, status=400)
+        return page("Unsubscribe", _INVALID, status=400)
     body = (
         f"<p>Stop marketing email (such as “{html.escape(claim.email_type)}”) to "
         f"<strong>{html.escape(_masked(claim.recipient))}</strong>? Account and security "
@@ -68,7 +55,7 @@ async def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
         '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
         '<button type="submit">Unsubscribe</button></form>'
     )
-    return _page("Unsubscribe", body)
+    return page("Unsubscribe", body)
 
 
 @router.post("/{token}")
@@ -76,12 +63,12 @@ async def unsubscribe(request: Request, token: str) -> Response:
     """Unsubscribe at once (RFC 8058 one-click, or the page's button)."""
     claim = _claim(request, token)
     if claim is None:
-        return _page("Unsubscribe", _INVALID, status=400)
+        return page("Unsubscribe", _INVALID, status=400)
     postroom: Postroom = request.app.state.postroom
     detail = f"one-click: {claim.email_type} (send {claim.send_id})"
     await postroom.suppressions.add(
         claim.recipient, SuppressionScope.MARKETING, "unsubscribe", detail[:500]
     )
     if "text/html" in request.headers.get("accept", ""):
-        return _page("Unsubscribed", "<p>You will not receive marketing email from us again.</p>")
+        return page("Unsubscribed", "<p>You will not receive marketing email from us again.</p>")
     return Response(status_code=200)  # mailbox providers want a 2xx and nothing more
