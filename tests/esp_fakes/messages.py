@@ -3,10 +3,10 @@ so the adapters see what the worker hands them (List-Unsubscribe, Message-ID, X-
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
+from postroom.bench.esp import subscriber_copies
 from postroom.messages import EmailEvent, RenderedEmail
 from postroom.rendering import Renderer, TemplateRegistry, bundled_templates_dir
 
@@ -67,26 +67,4 @@ def subscribers(count: int, prefix: str = "b") -> list[RenderedEmail]:
     """Like :func:`newsletter` but cloned from one rendering (fast for thousands): each copy
     has its own address, send id, Message-ID and unsubscribe URL in headers and bodies."""
     base = render("new_post_notification", "reader0@example.com", f"{prefix}00000", "Reader 0")
-    url = base.headers["List-Unsubscribe"].split(">")[0][1:]
-    domain = base.message_id.strip("<>").split("@")[1]
-    copies = []
-    for i in range(count):
-        own_url, send_id = f"{url}-{i}", f"{prefix}{i:05d}"
-        headers = {
-            **base.headers,
-            "List-Unsubscribe": base.headers["List-Unsubscribe"].replace(url, own_url),
-            "X-Postroom-Send-Id": send_id,
-        }
-        copies.append(
-            dataclasses.replace(
-                base,
-                send_id=send_id,
-                message_id=f"<{send_id}@{domain}>",
-                recipient=f"reader{i}@example.com",
-                recipient_name=f"Reader {i}",
-                html=base.html.replace(url, own_url),
-                text=base.text.replace(url, own_url),
-                headers=headers,
-            )
-        )
-    return copies
+    return subscriber_copies(base, count, lambda i: f"{prefix}{i:05d}")
