@@ -133,6 +133,38 @@ class JoinsTransactions(Protocol):
     def dead_letter_within(self, conn: Any, delivery: Delivery, reason: str) -> bool: ...
 
 
+class DeadLetterStore(Protocol):
+    """A broker's dead-letter queue, read and changed the slow way brokers allow."""
+
+    async def page(self, limit: int, offset: int) -> list[DeadLetter]: ...
+
+    async def find(self, message_id: str) -> DeadLetter | None: ...
+
+    async def replay(self, message_ids: Sequence[str] | None) -> int: ...
+
+    async def purge(self, message_ids: Sequence[str] | None) -> int: ...
+
+
+class DeadLettersElsewhere:
+    """The DLQ operations of a broker backend whose dead letters live in a
+    :class:`DeadLetterStore` of their own (RabbitMQ, SQS)."""
+
+    async def _dead_letters(self) -> DeadLetterStore:
+        raise NotImplementedError
+
+    async def dlq_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        return await (await self._dead_letters()).page(limit, offset)
+
+    async def dlq_get(self, message_id: str) -> DeadLetter | None:
+        return await (await self._dead_letters()).find(message_id)
+
+    async def dlq_replay(self, message_ids: Sequence[str] | None = None) -> int:
+        return await (await self._dead_letters()).replay(message_ids)
+
+    async def dlq_purge(self, message_ids: Sequence[str] | None = None) -> int:
+        return await (await self._dead_letters()).purge(message_ids)
+
+
 @dataclass(frozen=True, slots=True)
 class Backlog:
     """How far behind a queue is: the oldest waiting message's age per class, and how many

@@ -52,7 +52,7 @@ from aio_pika.exceptions import (
 from postroom.errors import ConfigurationError, QueueError
 from postroom.messages import Priority
 from postroom.queue import rabbitmq_topology as topo
-from postroom.queue.base import DeadLetter, Delivery, OutgoingMessage
+from postroom.queue.base import DeadLettersElsewhere, Delivery, OutgoingMessage
 from postroom.queue.rabbitmq_dead_letters import DeadLetterReader
 from postroom.queue.rabbitmq_topology import BROKER_ERRORS, broker_errors
 
@@ -85,7 +85,7 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=rest)), ours
 
 
-class RabbitMqQueue:
+class RabbitMqQueue(DeadLettersElsewhere):
     """:class:`~postroom.queue.base.QueueBackend` on RabbitMQ quorum queues."""
 
     def __init__(
@@ -403,18 +403,6 @@ class RabbitMqQueue:
         _, work = await self._ready()
         assert self._connection is not None
         return DeadLetterReader(self._connection, work, self.topology)
-
-    async def dlq_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        return await (await self._dead_letters()).page(limit, offset)
-
-    async def dlq_get(self, message_id: str) -> DeadLetter | None:
-        return await (await self._dead_letters()).find(message_id)
-
-    async def dlq_replay(self, message_ids: Sequence[str] | None = None) -> int:
-        return await (await self._dead_letters()).replay(message_ids)
-
-    async def dlq_purge(self, message_ids: Sequence[str] | None = None) -> int:
-        return await (await self._dead_letters()).purge(message_ids)
 
     # -- counts and shutdown ---------------------------------------------------------------
 

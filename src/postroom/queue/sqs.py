@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError
 from postroom.errors import QueueError
 from postroom.messages import Priority
 from postroom.queue import sqs_messages as sm
-from postroom.queue.base import DeadLetter, Delivery, OutgoingMessage
+from postroom.queue.base import DeadLettersElsewhere, Delivery, OutgoingMessage
 from postroom.queue.sqs_dead_letters import SqsDeadLetters, delete_received
 from postroom.queue.sqs_messages import aws_errors
 
@@ -47,7 +47,7 @@ class _Lease:
     deadline: float  # monotonic; never later than SQS's own
 
 
-class SqsQueue:
+class SqsQueue(DeadLettersElsewhere):
     """:class:`~postroom.queue.base.QueueBackend` on Amazon SQS (or moto, localstack)."""
 
     # Standard queues are at least once even between live receivers: two receivers now and
@@ -330,18 +330,6 @@ class SqsQueue:
         return SqsDeadLetters(
             client, self._dead_url, self._urls, self.max_deliveries, self._dlq_wait
         )
-
-    async def dlq_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
-        return await (await self._dead_letters()).page(limit, offset)
-
-    async def dlq_get(self, message_id: str) -> DeadLetter | None:
-        return await (await self._dead_letters()).find(message_id)
-
-    async def dlq_replay(self, message_ids: Sequence[str] | None = None) -> int:
-        return await (await self._dead_letters()).replay(message_ids)
-
-    async def dlq_purge(self, message_ids: Sequence[str] | None = None) -> int:
-        return await (await self._dead_letters()).purge(message_ids)
 
     async def depth(self) -> dict[Priority, int]:
         """Waiting, delayed and in-flight messages per class, as SQS counts them
