@@ -7,9 +7,7 @@ cannot both move a row to ``sending``. Each method is one transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -24,104 +22,35 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from ulid import ULID
 
 from postroom.errors import IdempotencyConflictError
-from postroom.messages import EmailEvent
+from postroom.store import ledger_sqlite as sqlite_sql
 from postroom.store.database import Database
-from postroom.store.schema import send_attempts, sends
-from postroom.store.sqlite_driver import loaded_time, sqlite_connection, stored_time
-
-
-class SendStatus(StrEnum):
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    RETRY_SCHEDULED = "retry_scheduled"
-    FAILED = "failed"
-    SUPPRESSED = "suppressed"
-    DEAD = "dead"
-    AMBIGUOUS = "ambiguous"
-
-
-# Rows a worker may move to ``sending``. Failed and dead rows qualify because the only way a
-# message for them reaches a worker again is an operator's DLQ replay (or a producer re-sending
-# the same key after a failure), both of which mean "try again".
-SENDABLE = (
-    SendStatus.QUEUED,
-    SendStatus.RETRY_SCHEDULED,
-    SendStatus.AMBIGUOUS,
-    SendStatus.FAILED,
-    SendStatus.DEAD,
+from postroom.store.ledger_records import (
+    FINAL,
+    SENDABLE,
+    AttemptRecord,
+    NewSend,
+    Outcome,
+    SendRecord,
+    SendStatus,
 )
-FINAL = (SendStatus.SENT, SendStatus.SUPPRESSED)
+from postroom.store.ledger_sqlite import RECORD_COLUMNS
+from postroom.store.schema import send_attempts, sends
+from postroom.store.sqlite_driver import sqlite_connection, stored_time
+
+__all__ = [
+    "FINAL",
+    "SENDABLE",
+    "AttemptRecord",
+    "Ledger",
+    "NewSend",
+    "Outcome",
+    "SendRecord",
+    "SendStatus",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class NewSend:
-    id: str
-    idempotency_key: str
-    recipient: str
-    email_type: str
-    priority: str
-    document: bytes
-    content_hash: str
-
-    @classmethod
-    def for_event(cls, event: EmailEvent, priority: str) -> NewSend:
-        """A row for ``event`` (its idempotency key should be pinned already)."""
-        return cls(
-            id=str(ULID()),
-            idempotency_key=event.effective_idempotency_key(),
-            recipient=event.recipient_key,
-            email_type=event.email_type,
-            priority=priority,
-            document=event.to_json(),
-            content_hash=event.content_hash(),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SendRecord:
-    id: str
-    idempotency_key: str
-    recipient: str
-    email_type: str
-    priority: str
-    status: SendStatus
-    attempts: int
-    content_hash: str
-    message_id: str | None
-    provider: str | None
-    provider_message_id: str | None
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    sent_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    attempt: int
-    outcome: str
-    provider: str | None
-    provider_message_id: str | None
-    error: str | None
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one hand-over attempt, to be recorded."""
-
-    send_id: str
-    status: SendStatus
-    provider: str | None = None
-    provider_message_id: str | None = None
-    error: str | None = None
-
-
-_RECORD_COLUMNS = [c for c in sends.c if c.name != "document"]
 _CHUNK = 400  # rows per IN list: well under SQLite's bound-parameter limit
 
 # One statement moves the whole batch; RETURNING says which rows it won.
@@ -147,10 +76,10 @@ _SET_MESSAGE_ID = (
 
 
 # Statements are built once: building one costs more than running it on SQLite.
-_BY_KEYS = select(*_RECORD_COLUMNS).where(
+_BY_KEYS = select(*RECORD_COLUMNS).where(
     tuple_(sends.c.idempotency_key, sends.c.recipient).in_(bindparam("keys", expanding=True))
 )
-_BY_ID = select(*_RECORD_COLUMNS).where(sends.c.id == bindparam("id"))
+_BY_ID = select(*RECORD_COLUMNS).where(sends.c.id == bindparam("id"))
 _ATTEMPT_NUMBERS = select(sends.c.id, sends.c.attempts).where(
     sends.c.id.in_(bindparam("ids", expanding=True))
 )
@@ -198,65 +127,9 @@ _SET_SENT = _OUTCOME.values(
 def _record(row: Row[Any]) -> SendRecord:
     m = row._mapping
     return SendRecord(
-        **{c.name: m[c.name] for c in _RECORD_COLUMNS if c.name != "status"},
+        **{c.name: m[c.name] for c in RECORD_COLUMNS if c.name != "status"},
         status=SendStatus(m["status"]),
     )
-
-
-# The same statements as SQL for the stdlib driver (see ``store.sqlite_driver``). They are
-# built from the schema's names and constants only (hence S608 is off for this module);
-# values are always bound.
-_NAMES = [c.name for c in _RECORD_COLUMNS]
-_TIMES = {"created_at", "updated_at", "sent_at"}
-_SQLITE_BY_KEY = (
-    f"SELECT {', '.join(_NAMES)} FROM sends WHERE idempotency_key = ? AND recipient = ?"
-)
-_INSERTED = [
-    "id",
-    "idempotency_key",
-    "recipient",
-    "email_type",
-    "priority",
-    "status",
-    "attempts",
-    "document",
-    "content_hash",
-    "created_at",
-    "updated_at",
-]  # the keys of ``_new_row``
-_SQLITE_INSERT = (
-    f"INSERT INTO sends ({', '.join(_INSERTED)}) "
-    f"VALUES ({', '.join(':' + n for n in _INSERTED)}) ON CONFLICT DO NOTHING"
-)
-_SQLITE_BEGIN_SENDING = (
-    "UPDATE sends SET status = 'sending', attempts = attempts + 1, provider = ?, "
-    "updated_at = ?, message_id = ? "
-    f"WHERE id = ? AND status IN ({', '.join(repr(s.value) for s in SENDABLE)}) RETURNING id"
-)
-_SQLITE_SET_OUTCOME = (
-    "UPDATE sends SET status = :b_status, updated_at = :b_now, last_error = :b_error, "
-    "provider = coalesce(:b_provider, provider){} WHERE id = :b_id{}"
-)
-_SQLITE_OUTCOME = _SQLITE_SET_OUTCOME.format(
-    "", f" AND status NOT IN ({', '.join(repr(s.value) for s in FINAL)})"
-)
-_SQLITE_SENT = _SQLITE_SET_OUTCOME.format(
-    ", sent_at = :b_now, provider_message_id = :b_provider_message_id", ""
-)
-_SQLITE_ATTEMPT_NUMBER = "SELECT attempts FROM sends WHERE id = ?"
-_SQLITE_INSERT_ATTEMPT = (
-    "INSERT INTO send_attempts (send_id, attempt, outcome, provider, provider_message_id, "
-    "error, at) VALUES (:send_id, :attempt, :outcome, :provider, :provider_message_id, "
-    ":error, :at)"
-)
-
-
-def _record_from_driver(values: Sequence[Any]) -> SendRecord:
-    fields = dict(zip(_NAMES, values, strict=True))
-    for name in _TIMES:
-        fields[name] = loaded_time(fields[name])
-    fields["status"] = SendStatus(fields["status"])
-    return SendRecord(**fields)
 
 
 class Ledger:
@@ -367,7 +240,7 @@ class Ledger:
                 send_id
                 for send_id, message_id in message_ids.items()
                 if driver.execute(
-                    _SQLITE_BEGIN_SENDING, (provider, when, message_id, send_id)
+                    sqlite_sql.BEGIN_SENDING, (provider, when, message_id, send_id)
                 ).fetchall()
             }
         moved: set[str] = set()
@@ -432,9 +305,12 @@ class Ledger:
                 return
             driver = sqlite_connection(conn)
             for (statement, sql), group in (
-                ((_SET_SENT, _SQLITE_SENT), [o for o in outcomes if o.status is SendStatus.SENT]),
                 (
-                    (_SET_OUTCOME, _SQLITE_OUTCOME),
+                    (_SET_SENT, sqlite_sql.SENT),
+                    [o for o in outcomes if o.status is SendStatus.SENT],
+                ),
+                (
+                    (_SET_OUTCOME, sqlite_sql.OUTCOME),
                     [o for o in outcomes if o.status is not SendStatus.SENT],
                 ),
             ):
@@ -478,9 +354,9 @@ def _by_keys(
     driver = sqlite_connection(conn)
     if driver is not None:
         for key in dict.fromkeys(keys):
-            values = driver.execute(_SQLITE_BY_KEY, key).fetchone()
+            values = driver.execute(sqlite_sql.BY_KEY, key).fetchone()
             if values is not None:
-                found[key] = _record_from_driver(values)
+                found[key] = sqlite_sql.record_from_driver(values)
         return found
     for start in range(0, len(keys), _CHUNK):
         for row in conn.execute(_BY_KEYS, {"keys": list(keys[start : start + _CHUNK])}):
@@ -496,9 +372,9 @@ def _insert_attempts(conn: Connection, outcomes: Sequence[Outcome], now: datetim
         when = stored_time(now)
         rows = []
         for o in outcomes:
-            number = driver.execute(_SQLITE_ATTEMPT_NUMBER, (o.send_id,)).fetchone()
+            number = driver.execute(sqlite_sql.ATTEMPT_NUMBER, (o.send_id,)).fetchone()
             rows.append(_attempt_row(o, number[0] if number else 0, when))
-        driver.executemany(_SQLITE_INSERT_ATTEMPT, rows)
+        driver.executemany(sqlite_sql.INSERT_ATTEMPT, rows)
         return
     ids = [o.send_id for o in outcomes]
     attempts = {row.id: row.attempts for row in conn.execute(_ATTEMPT_NUMBERS, {"ids": ids})}
@@ -568,6 +444,6 @@ def _insert_ignoring_conflicts(conn: Connection, rows: Sequence[dict[str, Any]])
         conn.execute(_INSERT_IGNORING_CONFLICTS[conn.dialect.name], rows)
         return
     driver.executemany(
-        _SQLITE_INSERT,
+        sqlite_sql.INSERT,
         [r | {key: stored_time(r[key]) for key in ("created_at", "updated_at")} for r in rows],
     )
