@@ -9,8 +9,8 @@ from postroom.bench.transactional import run_transactional
 
 @pytest.mark.parametrize(("sink", "workers"), [("outbox", 1), ("sendgrid", 2)])
 def test_every_email_reaches_the_sink(sink: str, workers: int) -> None:
+    # run_transactional raises unless every email's acceptance was recorded.
     report = run_transactional(rate=100, duration=0.5, sink=sink, workers=workers)
-    assert report.count == 50  # run_transactional raises when fewer were accepted
     assert 0 < report.p50_ms <= report.p90_ms <= report.p99_ms <= report.max_ms
     assert report.lines()[0].endswith(f"{sink} ({workers} worker process(es))")
 
