@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from postroom.api.auth import require_api_key
 from postroom.api.confirm import confirm_url
-from postroom.errors import InvalidMessageError, PostroomError
+from postroom.errors import IdempotencyConflictError, InvalidMessageError, PostroomError
 from postroom.messages import normalized_address, parse_event
 from postroom.store.consent import Consent, ConsentKind
 from postroom.store.subscribers import Subscribed, SubscriptionStatus
@@ -157,6 +157,11 @@ async def _send_confirmations(
         try:
             event = parse_event(document, max_bytes=postroom.settings.max_document_bytes)
             accepted = await submit(postroom, [event])
+        except IdempotencyConflictError as exc:
+            # Posted again after the confirmation was queued: its link was signed at another
+            # moment, so the document differs, but this subscription has its email already.
+            ids.append(exc.existing_id)
+            continue
         except PostroomError as exc:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_ENTITY,
