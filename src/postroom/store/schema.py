@@ -280,3 +280,101 @@ consent_records = Table(
     Column("recorded_at", UtcDateTime, nullable=False),
     UniqueConstraint("subscriber_id", "list_id", "kind", "source", "consented_at"),
 )
+
+# Campaigns (added in 0005): a mailing to a list's audience, fanned out as chunk jobs.
+# ``document`` holds what the creator sent (template data, metadata, A/B and spread settings)
+# as JSON. The feedback counters are kept by the feedback processor as events bind to the
+# campaign's recipients, so alerts and A/B decisions read one row, not a million.
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("list_id", String(64), ForeignKey("lists.id"), nullable=False),
+    Column("email_type", String(100), nullable=False),
+    Column("document", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("ab_state", String(16)),  # testing | waiting | decided; null without an A/B test
+    Column("ab_winner", Integer),
+    Column("status_reason", Text),  # why it was paused or cancelled, who decided the winner
+    Column("send_at", UtcDateTime, nullable=False),
+    Column("total", Integer, nullable=False, default=0),
+    Column("chunks", Integer, nullable=False, default=0),
+    Column("delivered", Integer, nullable=False, default=0),
+    Column("bounced_hard", Integer, nullable=False, default=0),
+    Column("bounced_soft", Integer, nullable=False, default=0),
+    Column("complained", Integer, nullable=False, default=0),
+    Column("unsubscribed", Integer, nullable=False, default=0),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("snapshot_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Index(None, "status", "send_at"),
+    Index(None, "created_at"),
+)
+
+# One chunk job of a campaign: up to 1,000 consecutive snapshot positions. Its counters move
+# in the transaction that records its recipients' outcomes, so a campaign's status is a sum
+# over its chunks. ``not_before`` spreads a campaign over a delivery window.
+campaign_chunks = Table(
+    "campaign_chunks",
+    metadata,
+    Column(
+        "campaign_id", String(26), ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("chunk", Integer, primary_key=True),
+    Column("first_position", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("state", String(12), nullable=False),  # held | queued | done
+    Column("not_before", UtcDateTime),
+    Column("sent", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("suppressed", Integer, nullable=False, default=0),
+    Column("ambiguous", Integer, nullable=False, default=0),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# The campaign's per-recipient ledger (design §4 for newsletters): the audience snapshot, one
+# row per position, and what became of each. The send id of a recipient is
+# ``<campaign id>.<position>`` (Message-ID, ESP custom args), which binds webhooks back.
+# ``feedback`` is the strongest outcome heard (as ``send_feedback.state``); ``opened_at`` and
+# ``clicked_at`` record the first human open and click, for A/B decisions.
+campaign_recipients = Table(
+    "campaign_recipients",
+    metadata,
+    Column(
+        "campaign_id", String(26), ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("position", Integer, primary_key=True),
+    Column("subscriber_id", String(26), nullable=False),
+    Column("email", String(320)),  # null once the address is erased
+    Column("name", String(200)),
+    Column("variant", Integer),
+    Column("status", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("provider_message_id", String(255)),
+    Column("error", Text),
+    Column("updated_at", Float),  # epoch seconds: a ``sending`` row older than a lease is in doubt
+    Column("feedback", String(20)),
+    Column("opened_at", UtcDateTime),
+    Column("clicked_at", UtcDateTime),
+)
+
+# Alerts (added in 0005): one row per time a rule fired for a subject (a provider, a campaign,
+# a queue class); ``resolved_at`` is set when the condition clears.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("rule", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),  # warning | critical
+    Column("subject", String(200), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("fired_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime),
+    Column("notified_at", UtcDateTime),
+    Index(None, "rule", "subject", "resolved_at"),
+    Index(None, "fired_at"),
+)
