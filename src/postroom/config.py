@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(
         default=None, description="Signs unsubscribe tokens; default: generated in the data dir."
     )
+    # Subscriber controls (rendering/unsubscribe.py, store/sunset.py): key rotation for
+    # unsubscribe links, and the inactive-subscriber sunset.
+    previous_secret_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated retired secret keys; unsubscribe links they signed still work.",
+    )
+    sunset_inactive_days: int = Field(
+        default=180, ge=1, description="Days without a human open or click before re-engagement."
+    )
+    sunset_grace_days: int = Field(
+        default=30, ge=1, description="Days after the re-engagement email before status sunset."
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated; default: generated in the data dir."
     )
@@ -251,6 +263,11 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_keys(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("previous_secret_keys", mode="before")
+    @classmethod
+    def _parse_previous_keys(cls, value: Any) -> Any:
         return _split_list(value)
 
     @field_validator("ses_topic_arns", mode="before")

@@ -284,6 +284,7 @@ def build_renderer(settings: Settings, registry: TemplateRegistry) -> Renderer:
         secret_key=settings.secret_key,
         postal_address=settings.postal_address,
         unsubscribe_mailto=settings.unsubscribe_mailto,
+        previous_secret_keys=settings.previous_secret_keys,
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 from types import TracebackType
@@ -46,6 +46,7 @@ class Renderer:
         public_url: str,
         secret_key: str,
         postal_address: str,
+        previous_secret_keys: Sequence[str] = (),
         unsubscribe_mailto: str | None = None,
         max_output_bytes: int = 1_000_000,
         max_render_seconds: float = 5.0,
@@ -64,7 +65,7 @@ class Renderer:
                 "marketing mail: set POSTROOM_POSTAL_ADDRESS"
             )
         self._postal_address = postal_address
-        self._tokens = UnsubscribeTokens(secret_key)
+        self._tokens = UnsubscribeTokens(secret_key, previous_secret_keys)
         self._max_output_bytes = max_output_bytes
         self._max_render_seconds = max_render_seconds
 
@@ -164,7 +165,14 @@ class Renderer:
     def _token(self, event: EmailEvent, email_type: EmailType, send_id: str) -> str | None:
         if not email_type.marketing:
             return None
-        return self._tokens.make_token(event.recipient_email, email_type.name, send_id)
+        # Campaign mail names its list, so its link unsubscribes from that list only.
+        list_id = event.metadata.get("list_id")
+        return self._tokens.make_token(
+            event.recipient_email,
+            email_type.name,
+            send_id,
+            list_id if isinstance(list_id, str) and list_id else None,
+        )
 
     def _context(
         self, event: EmailEvent, email_type: EmailType, token: str | None
@@ -179,6 +187,7 @@ class Renderer:
         )
         if token is not None:
             context["unsubscribe_url"] = f"{self._public_url}/unsubscribe/{token}"
+            context["preference_url"] = f"{self._public_url}/preferences/{token}"
             context["postal_address"] = self._postal_address
         return context
 

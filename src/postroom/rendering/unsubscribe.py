@@ -1,11 +1,16 @@
-"""Signed unsubscribe tokens: who asked to stop which email type, from which send.
+"""Signed unsubscribe tokens: who asked to stop which email type, from which send, and (for
+campaign mail) which list.
 
 Tokens never expire: CAN-SPAM requires a link to keep working, and a stale one can only
-unsubscribe the address it was minted for.
+unsubscribe the address it was minted for. Keys rotate: a token is signed with the current
+secret key and verified with it or any previous one, so links in mail already delivered keep
+working after ``POSTROOM_SECRET_KEY`` changes (keep the old key in
+``POSTROOM_PREVIOUS_SECRET_KEYS`` for as long as those links should work).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,25 +23,33 @@ _SALT = "postroom-unsubscribe"
 
 @dataclass(frozen=True, slots=True)
 class UnsubscribeClaim:
-    """What a verified token says."""
+    """What a verified token says; ``list_id`` is None for mail sent to no list (and for
+    tokens minted before lists were carried), which then means all marketing mail."""
 
     recipient: str
     email_type: str
     send_id: str
+    list_id: str | None = None
 
 
 class UnsubscribeTokens:
-    """Mints and verifies tokens with one secret key."""
+    """Mints tokens with the current secret key; verifies with it or a previous one."""
 
-    def __init__(self, secret_key: str) -> None:
+    def __init__(self, secret_key: str, previous_keys: Sequence[str] = ()) -> None:
         if not secret_key:
             raise ConfigurationError("secret_key is empty; set POSTROOM_SECRET_KEY")
-        self._serializer = URLSafeSerializer(secret_key, salt=_SALT)
+        # itsdangerous signs with the last key of the list and accepts a signature by any.
+        keys = [key for key in previous_keys if key and key != secret_key] + [secret_key]
+        self._serializer = URLSafeSerializer(keys, salt=_SALT)
 
-    def make_token(self, recipient: str, email_type: str, send_id: str) -> str:
+    def make_token(
+        self, recipient: str, email_type: str, send_id: str, list_id: str | None = None
+    ) -> str:
         # Single-letter keys keep the token, and so the List-Unsubscribe header, short.
-        token = self._serializer.dumps({"r": recipient, "t": email_type, "s": send_id})
-        return str(token)
+        payload = {"r": recipient, "t": email_type, "s": send_id}
+        if list_id:
+            payload["l"] = list_id
+        return str(self._serializer.dumps(payload))
 
     def read_token(self, token: str) -> UnsubscribeClaim:
         """The claim in ``token``; raise InvalidMessageError if it is forged or malformed."""
@@ -49,15 +62,24 @@ class UnsubscribeTokens:
         fields = (payload.get("r"), payload.get("t"), payload.get("s"))
         if not all(isinstance(value, str) and value for value in fields):
             raise InvalidMessageError("malformed unsubscribe token", "token")
+        list_id = payload.get("l")
+        if list_id is not None and not (isinstance(list_id, str) and list_id):
+            raise InvalidMessageError("malformed unsubscribe token", "token")
         recipient, email_type, send_id = (str(value) for value in fields)
-        return UnsubscribeClaim(recipient=recipient, email_type=email_type, send_id=send_id)
+        return UnsubscribeClaim(
+            recipient=recipient, email_type=email_type, send_id=send_id, list_id=list_id
+        )
 
 
-def make_token(recipient: str, email_type: str, send_id: str, *, secret_key: str) -> str:
+def make_token(
+    recipient: str, email_type: str, send_id: str, *, secret_key: str, list_id: str | None = None
+) -> str:
     """One-off form of :meth:`UnsubscribeTokens.make_token`."""
-    return UnsubscribeTokens(secret_key).make_token(recipient, email_type, send_id)
+    return UnsubscribeTokens(secret_key).make_token(recipient, email_type, send_id, list_id)
 
 
-def read_token(token: str, *, secret_key: str) -> UnsubscribeClaim:
+def read_token(
+    token: str, *, secret_key: str, previous_keys: Sequence[str] = ()
+) -> UnsubscribeClaim:
     """One-off form of :meth:`UnsubscribeTokens.read_token`."""
-    return UnsubscribeTokens(secret_key).read_token(token)
+    return UnsubscribeTokens(secret_key, previous_keys).read_token(token)

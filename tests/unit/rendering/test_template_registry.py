@@ -24,6 +24,7 @@ def test_bundled_types_load_with_their_settings(bundled: TemplateRegistry) -> No
     assert bundled.names() == [
         "new_post_notification",
         "receipt",
+        "reengagement",
         "sign_in_link",
         "subscription_confirmation",
         "welcome",
@@ -31,6 +32,8 @@ def test_bundled_types_load_with_their_settings(bundled: TemplateRegistry) -> No
     post = bundled.get("new_post_notification")
     assert post.marketing and post.priority is Priority.MARKETING
     assert post.category == "newsletter"
+    reengagement = bundled.get("reengagement")
+    assert reengagement.marketing and reengagement.priority is Priority.MARKETING
     sign_in = bundled.get("sign_in_link")
     assert sign_in.priority is Priority.CRITICAL and not sign_in.marketing
     assert sign_in.text is not None

@@ -56,3 +56,41 @@ def test_validly_signed_but_malformed_payload(payload: object) -> None:
 def test_empty_secret_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError):
         UnsubscribeTokens("")
+
+
+def test_a_list_id_travels_in_the_token() -> None:
+    tokens = UnsubscribeTokens("k1")
+    token = tokens.make_token("a@example.com", "new_post_notification", "c1.7", "jane")
+    assert tokens.read_token(token).list_id == "jane"
+    assert tokens.read_token(tokens.make_token("a@example.com", "w", "s1")).list_id is None
+
+
+def test_a_token_from_before_lists_still_verifies() -> None:
+    old = URLSafeSerializer("k1", salt="postroom-unsubscribe").dumps(
+        {"r": "a@example.com", "t": "welcome", "s": "s1"}
+    )
+    assert UnsubscribeTokens("k1").read_token(str(old)) == UnsubscribeClaim(
+        recipient="a@example.com", email_type="welcome", send_id="s1", list_id=None
+    )
+
+
+@pytest.mark.parametrize("list_id", ["", 7, ["jane"]])
+def test_a_malformed_list_id_is_refused(list_id: object) -> None:
+    token = URLSafeSerializer("k1", salt="postroom-unsubscribe").dumps(
+        {"r": "a@example.com", "t": "w", "s": "s1", "l": list_id}
+    )
+    with pytest.raises(InvalidMessageError, match="malformed"):
+        UnsubscribeTokens("k1").read_token(str(token))
+
+
+def test_rotation_verifies_previous_keys_and_signs_with_the_current_one() -> None:
+    old_token = UnsubscribeTokens("old").make_token("a@example.com", "w", "s1", "jane")
+    rotated = UnsubscribeTokens("new", previous_keys=["older", "old"])
+    assert rotated.read_token(old_token).list_id == "jane"
+    fresh = rotated.make_token("a@example.com", "w", "s2")
+    assert UnsubscribeTokens("new").read_token(fresh).send_id == "s2"  # signed with "new"
+    with pytest.raises(InvalidMessageError):
+        UnsubscribeTokens("old").read_token(fresh)
+    with pytest.raises(InvalidMessageError):
+        rotated.read_token(UnsubscribeTokens("unknown").make_token("a@example.com", "w", "s1"))
+    assert read_token(old_token, secret_key="new", previous_keys=["old"]).send_id == "s1"
