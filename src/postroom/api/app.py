@@ -22,6 +22,7 @@ from postroom.api import (
     confirm,
     deliverability,
     emails,
+    preferences,
     stats,
     subscribers,
     suppressions,
@@ -63,6 +64,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     app.include_router(deliverability.router)
     app.include_router(webhooks.router)
     app.include_router(unsubscribe.router)
+    app.include_router(preferences.router)
     app.include_router(subscribers.router)
     app.include_router(suppressions.router)
     app.include_router(confirm.router)

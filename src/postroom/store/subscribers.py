@@ -8,7 +8,7 @@ an import, only by the subscriber asking again (``resubscribe``, the API).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,11 +32,19 @@ from postroom.store.audience import (
 from postroom.store.consent import Consent, ConsentKind, consent_row, record_consents, stronger
 from postroom.store.database import Database
 from postroom.store.schema import lists, subscribers, subscriptions
+from postroom.store.subscriber_choices import (
+    ListChoice,
+    SubscriberChoices,
+    apply_choices_within,
+    read_choices,
+)
 
 __all__ = [
+    "ListChoice",
     "ListRecord",
     "NewSubscriber",
     "Subscribed",
+    "SubscriberChoices",
     "SubscriberRecord",
     "SubscriberStatus",
     "Subscribers",
@@ -371,6 +379,25 @@ class Subscribers:
             query = query.where(subscriptions.c.subscriber_id > after)
         return await self._db.read(
             lambda conn: [subscriber_from_row(r) for r in conn.execute(query)]
+        )
+
+    # --- the subscriber's own controls (api/preferences.py; the rules are in
+    # store/subscriber_choices.py) -----------------------------------------------------------
+
+    async def choices(self, email: str) -> SubscriberChoices | None:
+        """``email``'s subscriber and its subscriptions with list names, or None."""
+        return await self._db.read(lambda conn: read_choices(conn, email.lower()))
+
+    async def apply_choices(
+        self, email: str, wanted: Collection[str], ip: str | None = None
+    ) -> SubscriberChoices | None:
+        """Unsubscribe ``email`` from its active lists not in ``wanted`` and re-subscribe it
+        to those in ``wanted`` it had left itself; the state afterwards (None: no subscriber).
+        See :func:`~postroom.store.subscriber_choices.apply_choices_within`."""
+        now = self._now()
+        days = self.implied_consent_days
+        return await self._db.write(
+            lambda conn: apply_choices_within(conn, email.lower(), wanted, ip, now, days)
         )
 
 
