@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import postroom
 from postroom import metrics
 from postroom.api import (
+    admin,
     confirm,
     deliverability,
     emails,
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     app.include_router(suppressions.router)
     app.include_router(confirm.router)
     app.include_router(stats.router)
+    app.include_router(admin.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit)
 
