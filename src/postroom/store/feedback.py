@@ -1,16 +1,21 @@
 """Ingesting verified webhook events: store once, bind to our sends, apply the suppression rules.
 
-One call is one transaction, so a request either leaves all of its effects or none:
+One call commits all of its effects or none (its own transaction, or on SQLite a savepoint
+in a transaction shared with concurrent calls):
 
 - **Idempotent.** An event is stored once per content hash (SendGrid re-sends events under new
   ids) and once per ESP event id; a replayed one-use token (Mailgun) is refused before
   anything is written.
 - **Bound before it acts.** An event suppresses someone only when it names a send in our
-  ledger (our send id, our Message-ID, or the ESP's message id) *and* that send went to the
-  event's recipient. Unbound events are stored and change nothing.
-- **Order-independent.** A send's feedback state only moves up a fixed ranking (a late
-  ``delivered`` never undoes a ``bounced_hard``), and the soft-bounce rule is computed from
-  those states, never from the order events arrived in.
+  ledger or a campaign recipient (``feedback_binding``) *and* that went to the event's
+  recipient. Unbound events are stored and change nothing.
+- **Order-independent.** A send's (and a campaign recipient's) feedback state only moves up
+  a fixed ranking (a late ``delivered`` never undoes a ``bounced_hard``), and the soft-bounce
+  rule is computed from those states, never from the order events arrived in.
+
+On SQLite the hot statements run on the driver (``feedback_sqlite``) and concurrent requests
+share a transaction (``feedback_group``); on PostgreSQL each request is a transaction of Core
+statements.
 """
 
 from __future__ import annotations
@@ -22,12 +27,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from ulid import ULID
 
 from postroom.errors import WebhookVerificationError
+from postroom.store import feedback_sqlite as sqlite_sql
 from postroom.store.database import Database
+from postroom.store.feedback_audience import mark_bounced, mark_complained
+from postroom.store.feedback_binding import BoundSend, bind
+from postroom.store.feedback_campaigns import CAMPAIGN_SEND_ID_KEY, apply_to_campaigns
+from postroom.store.feedback_group import GroupCommit
 from postroom.store.feedback_rules import (
     RANK,
     is_policy_block,
@@ -36,18 +47,15 @@ from postroom.store.feedback_rules import (
     stronger,
     suppression_for,
 )
-from postroom.store.schema import events, send_feedback, sends, webhook_tokens
+from postroom.store.schema import events, send_feedback, webhook_tokens
+from postroom.store.sqlite_driver import sqlite_connection, stored_time
 from postroom.store.suppressions import Suppressions, SuppressionScope
 from postroom.webhooks.events import FeedbackType, NormalizedEvent
 
+__all__ = ["BoundSend", "FeedbackStore", "IngestResult"]
+
 log = logging.getLogger("postroom.feedback")
 
-_SENDS_BY_ID = select(sends.c.id, sends.c.recipient, sends.c.message_id, sends.c.created_at).where(
-    sends.c.id.in_(bindparam("ids", expanding=True))
-)
-_SENDS_BY_PROVIDER_ID = select(
-    sends.c.id, sends.c.recipient, sends.c.provider_message_id, sends.c.created_at
-).where(sends.c.provider_message_id.in_(bindparam("ids", expanding=True)))
 _STATES = select(send_feedback.c.send_id, send_feedback.c.state).where(
     send_feedback.c.send_id.in_(bindparam("ids", expanding=True))
 )
@@ -95,10 +103,11 @@ _CLAIM_TOKEN = _per_dialect(
 
 
 @dataclass(frozen=True, slots=True)
-class BoundSend:
-    id: str
-    recipient: str
-    created_at: datetime
+class _Request:
+    batch: Sequence[NormalizedEvent]
+    replay_token: str | None
+    replay_ttl: float
+    now: datetime
 
 
 @dataclass
@@ -130,6 +139,9 @@ class FeedbackStore:
         self._soft_window = soft_bounce_window
         self._now = clock or (lambda: datetime.now(UTC))
         self._claims = 0
+        self._group: GroupCommit[_Request, IngestResult] | None = None
+        if db.dialect == "sqlite":
+            self._group = GroupCommit(db, self._ingest, size=lambda r: max(1, len(r.batch)))
 
     async def ingest(
         self,
@@ -138,41 +150,34 @@ class FeedbackStore:
         replay_token: str | None = None,
         replay_ttl: float = 0.0,
     ) -> IngestResult:
-        """Store ``batch`` and apply its rules in one transaction. A ``replay_token`` seen
-        before (within ``replay_ttl`` seconds) raises ``WebhookVerificationError('replay')``
-        and writes nothing."""
-        now = self._now()
-        return await self._db.write(
-            lambda conn: self._ingest(conn, batch, now, replay_token, replay_ttl)
-        )
+        """Store ``batch`` and apply its rules; all of it commits or none. A ``replay_token``
+        seen before (within ``replay_ttl`` seconds) raises
+        ``WebhookVerificationError('replay')`` and writes nothing. Returns once committed."""
+        request = _Request(batch, replay_token, replay_ttl, self._now())
+        if self._group is not None:
+            return await self._group.run(request)
+        return await self._db.write(lambda conn: self._ingest(conn, request))
 
     async def state(self, send_id: str) -> str | None:
         """The send's feedback state (``None`` until an event about it arrives)."""
         row = await self._db.read(lambda conn: conn.execute(_STATES, {"ids": [send_id]}).first())
         return None if row is None else str(row.state)
 
-    def _ingest(
-        self,
-        conn: Connection,
-        batch: Sequence[NormalizedEvent],
-        now: datetime,
-        replay_token: str | None,
-        replay_ttl: float,
-    ) -> IngestResult:
-        if replay_token is not None:
+    def _ingest(self, conn: Connection, request: _Request) -> IngestResult:
+        now = request.now
+        if request.replay_token is not None:
             self._claims += 1
             if self._claims % _PURGE_EVERY == 1:
                 conn.execute(_EXPIRED_TOKENS, {"now": now})
-            _claim_token(conn, replay_token, now, replay_ttl)
+            _claim_token(conn, request.replay_token, now, request.replay_ttl)
         result = IngestResult()
-        by_hash = {e.content_hash: e for e in batch}
+        by_hash = {e.content_hash: e for e in request.batch}
         unique_events = list(by_hash.values())
-        hashes = list(by_hash)
-        result.duplicates = len(batch) - len(unique_events)
-        bindings = _bind(conn, unique_events)
+        result.duplicates = len(request.batch) - len(unique_events)
+        bindings = bind(conn, unique_events)
         rows = [
             _event_row(e, h, bindings.get(i), now)
-            for i, (e, h) in enumerate(zip(unique_events, hashes, strict=True))
+            for i, (e, h) in enumerate(zip(unique_events, by_hash, strict=True))
         ]
         inserted = _insert_events(conn, rows)
         result.stored = len(inserted)
@@ -180,46 +185,61 @@ class FeedbackStore:
         fresh = [
             (event, bindings[i])
             for i, event in enumerate(unique_events)
-            if rows[i]["dedupe_key"] in inserted and i in bindings
+            if i in bindings and rows[i]["dedupe_key"] in inserted
         ]
         result.bound = len(fresh)
-        self._apply(conn, fresh, now, result)
+        if fresh:
+            self._apply(conn, fresh, inserted, now, result)
         return result
 
     def _apply(
         self,
         conn: Connection,
         fresh: list[tuple[NormalizedEvent, BoundSend]],
+        stored_keys: set[str],
         now: datetime,
         result: IngestResult,
     ) -> None:
-        soft_bounced: set[str] = set()
-        _advance_states(conn, fresh, now)
+        _advance_states(conn, [pair for pair in fresh if pair[1].campaign_id is None], now)
+        campaign_states = apply_to_campaigns(conn, fresh, stored_keys, now)
+        # Soft-bounced addresses, each with the states of the campaign recipients that
+        # bounced here: they count, newest first, before the address's ledger sends.
+        soft_bounced: dict[str, list[str]] = {}
         # Rows are written in a fixed order (here: by address) so that two requests touching
         # the same rows on PostgreSQL wait for each other instead of deadlocking.
         for event, send in sorted(fresh, key=lambda pair: pair[1].recipient):
             rule = suppression_for(event)
-            if rule is None:
-                if event.type is FeedbackType.BOUNCED_SOFT and not is_policy_block(event):
-                    soft_bounced.add(send.recipient)
-                elif is_policy_block(event):
-                    alert = f"policy block from {event.provider} for send {send.id}: " + (
-                        event.enhanced_status or event.diagnostic or "5.7.x"
-                    )
-                    log.warning("%s", alert)
-                    result.alerts.append(alert)
-                continue
-            scope, reason = rule
-            self._suppress(conn, send.recipient, scope, reason, _detail(event), result)
-        for recipient in sorted(soft_bounced):
-            states = conn.execute(
-                _LATEST_STATES, {"recipient": recipient, "window": self._soft_window}
-            ).scalars()
-            if soft_bounce_streak(states) >= self._soft_limit:
-                detail = f"{self._soft_limit} soft bounces in the last {self._soft_window} sends"
-                self._suppress(
-                    conn, recipient, SuppressionScope.ALL, "soft_bounces", detail, result
+            if rule is not None:
+                scope, reason = rule
+                self._suppress(conn, send.recipient, scope, reason, _detail(event), result)
+                if reason == "hard_bounce":
+                    mark_bounced(conn, send.recipient, now)
+                elif reason == "complaint":
+                    mark_complained(conn, send.recipient, now)
+            elif is_policy_block(event):
+                alert = f"policy block from {event.provider} for send {send.id}: " + (
+                    event.enhanced_status or event.diagnostic or "5.7.x"
                 )
+                log.warning("%s", alert)
+                result.alerts.append(alert)
+            elif event.type is FeedbackType.BOUNCED_SOFT:
+                first = soft_bounced.setdefault(send.recipient, [])
+                campaign_state = campaign_states.get(send.id)
+                if campaign_state is not None:
+                    first.append(campaign_state)
+        for recipient, first in sorted(soft_bounced.items()):
+            self._soft_bounce_rule(conn, recipient, first, result)
+
+    def _soft_bounce_rule(
+        self, conn: Connection, recipient: str, first: list[str], result: IngestResult
+    ) -> None:
+        latest = conn.execute(
+            _LATEST_STATES, {"recipient": recipient, "window": self._soft_window}
+        ).scalars()
+        states = [*first, *latest][: self._soft_window]
+        if soft_bounce_streak(states) >= self._soft_limit:
+            detail = f"{self._soft_limit} soft bounces in the last {self._soft_window} sends"
+            self._suppress(conn, recipient, SuppressionScope.ALL, "soft_bounces", detail, result)
 
     def _suppress(
         self,
@@ -238,79 +258,42 @@ class FeedbackStore:
 
 
 def _claim_token(conn: Connection, token: str, now: datetime, ttl: float) -> None:
-    claimed = conn.execute(
-        _CLAIM_TOKEN[conn.dialect.name],
-        {"key": token[:255], "expires_at": now + timedelta(seconds=ttl), "now": now},
-    ).first()
+    key, expires_at = token[:255], now + timedelta(seconds=ttl)
+    driver = sqlite_connection(conn)
+    if driver is not None:
+        claimed = driver.execute(
+            sqlite_sql.CLAIM_ONE_USE_KEY, (key, stored_time(expires_at), stored_time(now))
+        ).fetchone()
+    else:
+        claimed = conn.execute(
+            _CLAIM_TOKEN[conn.dialect.name], {"key": key, "expires_at": expires_at, "now": now}
+        ).first()
     if claimed is None:
         raise WebhookVerificationError("replay", "this request's token was already used")
-
-
-def _send_id_in(message_id: str | None) -> str | None:
-    """Our Message-ID is ``<send-id@sender-domain>``: the send id is its local part."""
-    if not message_id:
-        return None
-    local = message_id.strip().strip("<>").partition("@")[0]
-    return local or None
-
-
-def _bind(conn: Connection, batch: Sequence[NormalizedEvent]) -> dict[int, BoundSend]:
-    """Index in ``batch`` → the send it is about, for events bound to a send of ours that
-    went to the event's recipient."""
-    our_ids = {
-        i for e in batch for i in (e.postroom_send_id, _send_id_in(e.postroom_message_id)) if i
-    }
-    by_id = (
-        {r.id: r for r in conn.execute(_SENDS_BY_ID, {"ids": sorted(our_ids)})} if our_ids else {}
-    )
-    esp_ids = {i for e in batch for i in e.lookup_ids}
-    by_esp_id: dict[str, list[Any]] = {}
-    if esp_ids:
-        for row in conn.execute(_SENDS_BY_PROVIDER_ID, {"ids": sorted(esp_ids)}):
-            by_esp_id.setdefault(row.provider_message_id, []).append(row)
-    bound: dict[int, BoundSend] = {}
-    for index, event in enumerate(batch):
-        candidates = [by_id[i] for i in (event.postroom_send_id,) if i in by_id]
-        from_message_id = _send_id_in(event.postroom_message_id)
-        if from_message_id in by_id:
-            row = by_id[from_message_id]
-            if row.message_id in (None, event.postroom_message_id):
-                candidates.append(row)
-        candidates += [row for i in event.lookup_ids for row in by_esp_id.get(i, [])]
-        send = _matching(candidates, event.recipient)
-        if send is not None:
-            bound[index] = send
-    return bound
-
-
-def _matching(candidates: list[Any], recipient: str | None) -> BoundSend | None:
-    if recipient is not None:
-        matches = {r.id: r for r in candidates if r.recipient == recipient}
-    else:
-        # No recipient in the event (a Postmark variant): only an id naming exactly one
-        # send binds it, and the send says who it went to.
-        matches = {r.id: r for r in candidates}
-    if len(matches) != 1:
-        return None
-    row = next(iter(matches.values()))
-    return BoundSend(row.id, row.recipient, row.created_at)
 
 
 def _event_row(
     event: NormalizedEvent, content_hash: str, send: BoundSend | None, now: datetime
 ) -> dict[str, Any]:
+    if send is not None and send.campaign_id is not None:
+        payload = event.to_dict(content_hash)
+        payload[CAMPAIGN_SEND_ID_KEY] = send.id
+        encoded = orjson.dumps(payload)
+    else:
+        encoded = event.to_json(content_hash)
     return {
         "id": str(ULID()),
         "provider": event.provider,
         "event_type": event.type.value,
         "recipient": event.recipient or (send.recipient if send else ""),
-        "send_id": send.id if send else None,
+        # events.send_id references the ledger: null for campaign recipients
+        "send_id": send.id if send and send.campaign_id is None else None,
         "provider_message_id": (event.esp_message_id or "")[:255] or None,
         "dedupe_key": content_hash,
         "event_key": _event_key(event),
         "occurred_at": event.occurred_at or now,
         "received_at": now,
-        "payload": event.to_json(content_hash),
+        "payload": encoded,
     }
 
 
@@ -324,12 +307,24 @@ def _event_key(event: NormalizedEvent) -> str | None:
 
 
 def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert ``rows``, skipping any already stored; the dedupe keys of those inserted (one
-    multi-row INSERT … RETURNING per batch)."""
+    """Insert ``rows``, skipping any already stored; the dedupe keys of those inserted."""
     if not rows:
         return set()
-    ordered = sorted(rows, key=lambda row: str(row["dedupe_key"]))  # a fixed lock order
-    return set(conn.execute(_INSERT_EVENTS[conn.dialect.name], ordered).scalars())
+    driver = sqlite_connection(conn)
+    if driver is None:  # one multi-row INSERT … RETURNING, in a fixed lock order
+        ordered = sorted(rows, key=lambda row: str(row["dedupe_key"]))
+        return set(conn.execute(_INSERT_EVENTS[conn.dialect.name], ordered).scalars())
+    inserted: set[str] = set()
+    cursor = driver.cursor()
+    for row in rows:
+        values = row | {
+            "occurred_at": stored_time(row["occurred_at"]),
+            "received_at": stored_time(row["received_at"]),
+        }
+        cursor.execute(sqlite_sql.INSERT_EVENT, values)
+        if cursor.rowcount == 1:
+            inserted.add(row["dedupe_key"])
+    return inserted
 
 
 def _advance_states(
@@ -343,6 +338,17 @@ def _advance_states(
         previous = wanted.get(send.id)
         wanted[send.id] = (send, stronger(previous[1] if previous else None, state))
     for send_id, (send, state) in sorted(wanted.items()):
+        assert send.created_at is not None  # a ledger send
+        # Only ever upwards, decided in the UPDATE itself so that concurrent requests about
+        # the same send cannot lower it.
+        weaker = [s for s, rank in RANK.items() if rank < RANK[state]]
+        driver = sqlite_connection(conn)
+        if driver is not None:
+            row = (send_id, send.recipient, stored_time(send.created_at), state, stored_time(now))
+            if driver.execute(sqlite_sql.INSERT_STATE, row).rowcount == 0 and weaker:
+                padded = (weaker * sqlite_sql.RAISE_STATE_SLOTS)[: sqlite_sql.RAISE_STATE_SLOTS]
+                driver.execute(sqlite_sql.RAISE_STATE, (state, stored_time(now), send_id, *padded))
+            continue
         values = {
             "send_id": send_id,
             "recipient": send.recipient,
@@ -350,12 +356,7 @@ def _advance_states(
             "state": state,
             "updated_at": now,
         }
-        if conn.execute(_INSERT_STATE[conn.dialect.name], values).first():
-            continue
-        # Only ever upwards, decided in the UPDATE itself so that concurrent requests about
-        # the same send cannot lower it.
-        weaker = [s for s, rank in RANK.items() if rank < RANK[state]]
-        if weaker:
+        if conn.execute(_INSERT_STATE[conn.dialect.name], values).first() is None and weaker:
             conn.execute(
                 _RAISE_STATE,
                 {"b_send_id": send_id, "b_state": state, "b_now": now, "weaker": weaker},

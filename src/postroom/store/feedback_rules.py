@@ -62,6 +62,31 @@ def stronger(current: str | None, new: str) -> str:
     return current
 
 
+# The campaign counter a recipient's feedback state counts towards when the state first
+# reaches it. States only rise, so each is reached at most once and each counter moves once
+# per recipient, whatever the order or number of events. A policy block counts as a soft
+# bounce: the message bounced, though not because of the address.
+_CAMPAIGN_COUNTER = {
+    FeedbackType.DELIVERED.value: "delivered",
+    FeedbackType.BOUNCED_SOFT.value: "bounced_soft",
+    POLICY_BLOCKED: "bounced_soft",
+    FeedbackType.BOUNCED_HARD.value: "bounced_hard",
+    FeedbackType.COMPLAINED.value: "complained",
+}
+CAMPAIGN_COUNTERS = ("delivered", "bounced_hard", "bounced_soft", "complained", "unsubscribed")
+
+
+def campaign_counter(old: str | None, new: str | None) -> str | None:
+    """The counter to raise when a campaign recipient's state moves from ``old`` to ``new``."""
+    if new is None or new == old:
+        return None
+    return _CAMPAIGN_COUNTER.get(new)
+
+
+def is_human_open(event: NormalizedEvent) -> bool:
+    return event.type is FeedbackType.OPENED and not event.machine_open
+
+
 def soft_bounce_streak(latest_states: Iterable[str]) -> int:
     """Soft bounces among an address's latest sends (newest first) since its last delivery."""
     count = 0

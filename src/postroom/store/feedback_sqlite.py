@@ -1,0 +1,42 @@
+"""The ingest path's statements as SQL for the stdlib SQLite driver (see ``store.sqlite_driver``).
+
+Each mirrors a Core statement of ``feedback.py`` / ``feedback_binding.py`` and runs inside the
+caller's transaction, one row per execution: through Core a statement costs ~70 µs before
+SQLite does any work, on the driver 2-3 µs, and an ingested event meets three or four of them.
+The store tests run both dialects through the same repository.
+"""
+
+from __future__ import annotations
+
+CLAIM_ONE_USE_KEY = (
+    "INSERT INTO webhook_tokens (key, expires_at) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
+    "WHERE webhook_tokens.expires_at < ? RETURNING key"
+)
+SEND_BY_ID = "SELECT id, recipient, message_id, created_at FROM sends WHERE id = ?"
+SENDS_BY_PROVIDER_ID = (
+    "SELECT id, recipient, provider_message_id, created_at FROM sends WHERE provider_message_id = ?"
+)
+CAMPAIGN_RECIPIENT = (
+    "SELECT campaign_id, position, email FROM campaign_recipients "
+    "WHERE campaign_id = ? AND position = ?"
+)
+# ON CONFLICT DO NOTHING covers both unique keys (content hash and ESP event key); the
+# cursor's rowcount says whether the row went in.
+INSERT_EVENT = (
+    "INSERT INTO events (id, provider, event_type, recipient, send_id, provider_message_id, "
+    "dedupe_key, event_key, occurred_at, received_at, payload) "
+    "VALUES (:id, :provider, :event_type, :recipient, :send_id, :provider_message_id, "
+    ":dedupe_key, :event_key, :occurred_at, :received_at, :payload) ON CONFLICT DO NOTHING"
+)
+INSERT_STATE = (
+    "INSERT INTO send_feedback (send_id, recipient, send_created_at, state, updated_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+# The caller binds the states weaker than the new one; a fixed list of seven placeholders
+# (padded with repeats) keeps one cached statement.
+RAISE_STATE = (
+    "UPDATE send_feedback SET state = ?, updated_at = ? "
+    "WHERE send_id = ? AND state IN (?, ?, ?, ?, ?, ?, ?)"
+)
+RAISE_STATE_SLOTS = 7
