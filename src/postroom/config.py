@@ -238,6 +238,49 @@ class Settings(BaseSettings):
         description="Email type sent with the confirm link for double opt-in.",
     )
 
+    # Alerts (alerts/): rules over the ledger, the queue and the breakers; log, webhook and
+    # email sinks; a running campaign pauses itself past a critical line.
+    alert_monitor: bool = Field(
+        default=True,
+        description="Evaluate alerts in this process (serve, worker); run one evaluator only.",
+    )
+    alert_interval: float = Field(default=5.0, gt=0, description="Seconds between evaluations.")
+    alert_campaign_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between checks of running campaigns alone."
+    )
+    alert_min_sends: int = Field(
+        default=100, ge=1, description="Sends before a bounce or complaint rate counts."
+    )
+    alert_bounce_window: int = Field(
+        default=1000, ge=1, description="Latest sends the hard-bounce rate is taken over."
+    )
+    alert_bounce_rate: float = Field(
+        default=0.02, gt=0, description="Hard-bounce rate that is critical (pauses a campaign)."
+    )
+    alert_complaint_warning: float = Field(default=0.001, gt=0, description="Over 24 h.")
+    alert_complaint_critical: float = Field(
+        default=0.003, gt=0, description="Over 24 h; pauses a campaign past it."
+    )
+    alert_dlq_floor: int = Field(
+        default=10, ge=0, description="Dead letters below this never alert, growing or not."
+    )
+    alert_dlq_window: float = Field(
+        default=900.0, gt=0, description="Seconds over which the DLQ must have grown."
+    )
+    alert_queue_lag_critical: float = Field(default=60.0, gt=0, description="Oldest age, s.")
+    alert_queue_lag_transactional: float = Field(default=300.0, gt=0)
+    alert_queue_lag_marketing: float = Field(default=3600.0, gt=0)
+    alert_auth_window: float = Field(
+        default=900.0, gt=0, description="Seconds a provider credential failure keeps firing."
+    )
+    alert_webhook_url: str | None = Field(
+        default=None, description="POST alerts as JSON here (Slack incoming webhooks work)."
+    )
+    alert_webhook_timeout: float = Field(default=5.0, gt=0)
+    alert_email_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated operator addresses for alert email."
+    )
+
     # ESP providers (POSTROOM_PROVIDER=sendgrid|mailgun|ses|postmark); *_BASE_URL points a
     # provider at a regional endpoint, a staging proxy or a test fake.
     esp_timeout: float = Field(default=30.0, gt=0, description="Seconds for one ESP API call.")
@@ -273,6 +316,11 @@ class Settings(BaseSettings):
     @field_validator("ses_topic_arns", mode="before")
     @classmethod
     def _parse_topics(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("alert_email_to", mode="before")
+    @classmethod
+    def _parse_alert_email_to(cls, value: Any) -> Any:
         return _split_list(value)
 
     @field_validator("domain_rates", mode="before")

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import postroom
 from postroom import metrics
+from postroom.alerts.monitor import run_alerts
 from postroom.api import (
     admin,
     confirm,
@@ -44,15 +45,18 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         postroom_ = await open_postroom(settings)
         app.state.postroom = postroom_
         stop = asyncio.Event()
-        worker_task = None
+        worker_task = alerts_task = None
         if run_worker:
             worker_task = asyncio.create_task(build_worker(postroom_).run(stop))
+            alerts_task = asyncio.create_task(run_alerts(postroom_, stop))
         try:
             yield
         finally:
             stop.set()
             if worker_task is not None:
                 await worker_task
+            if alerts_task is not None:
+                await alerts_task
             await postroom_.close()
 
     app = FastAPI(

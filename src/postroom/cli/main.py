@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from postroom.cli import (
+    alerts,
     bench,
     dkim,
     dlq,
@@ -50,6 +51,7 @@ app.add_typer(dns.app, name="dns")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(suppressions.app, name="suppressions")
+app.add_typer(alerts.app, name="alerts")
 app.command(name="lint")(lint.lint)
 app.command(name="stats")(stats.stats)
 
@@ -118,13 +120,20 @@ def worker(
         start_http_server(metrics_port)
 
     async def main(pr: Postroom) -> None:
+        from postroom.alerts.monitor import run_alerts
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         worker = build_worker(pr)
         worker.settle_heap()
-        await worker.run(stop)
+        alerts_task = asyncio.create_task(run_alerts(pr, stop))
+        try:
+            await worker.run(stop)
+        finally:
+            stop.set()
+            await alerts_task
 
     run(with_postroom(settings, main))
 

@@ -22,6 +22,7 @@ def test_bundled_templates_dir_is_inside_the_package() -> None:
 
 def test_bundled_types_load_with_their_settings(bundled: TemplateRegistry) -> None:
     assert bundled.names() == [
+        "alert",
         "new_post_notification",
         "receipt",
         "reengagement",
