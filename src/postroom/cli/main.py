@@ -18,6 +18,7 @@ from postroom.cli import (
     lint,
     stats,
     subscribers,
+    sunset,
     suppressions,
     webhooks,
 )
@@ -54,6 +55,7 @@ app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(alerts.app, name="alerts")
 app.command(name="lint")(lint.lint)
 app.command(name="stats")(stats.stats)
+app.command(name="sunset")(sunset.sunset)
 
 
 def _serve(settings: Settings, *, run_worker: bool, host: str | None, port: int | None) -> None:
