@@ -54,6 +54,7 @@ def test_dry_run_by_default_then_apply_once(env: dict[str, str]) -> None:
         assert code == 0, out
         assert "1 would get the re-engagement email" in out and "idle@example.com" in out
         assert "dry run: nothing was changed" in out
+        assert "warning: provider outbox reports no opens or clicks" in out
     code, out = invoke(env, "--apply")
     assert code == 0 and "1 due the re-engagement email (1 newly queued)" in out, out
     code, out = invoke(env, "--apply")

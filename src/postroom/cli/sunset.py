@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 SUBMIT_BATCH = 500  # events per submission: one ledger transaction each
 SAMPLE = 5
+_NO_TRACKING = {"outbox", "smtp"}  # no webhooks, so no open or click events
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class SunsetReport:
     applied: bool
     emails_queued: int = 0  # new ledger rows (a repeated run finds its rows: 0)
     sunset_done: int = 0
+    warning: str | None = None
 
 
 async def run_sunset(
@@ -59,7 +61,13 @@ async def run_sunset(
         clock=(lambda: now) if now is not None else None,
     )
     plan = await store.plan()
-    report = SunsetReport(plan.reengage, plan.sunset, plan.waiting, applied=apply)
+    warning = None
+    if settings.provider in _NO_TRACKING:
+        warning = (
+            f"provider {settings.provider} reports no opens or clicks: every subscriber "
+            "looks inactive to this policy"
+        )
+    report = SunsetReport(plan.reengage, plan.sunset, plan.waiting, apply, warning=warning)
     if not apply:
         return report
     queued = 0
@@ -79,7 +87,7 @@ async def run_sunset(
         queued += sum(not accepted.duplicate for accepted in await submit(postroom, batch))
     done = await store.mark_sunset(plan.sunset, plan.now)
     return SunsetReport(
-        plan.reengage, plan.sunset, plan.waiting, True, emails_queued=queued, sunset_done=done
+        plan.reengage, plan.sunset, plan.waiting, True, queued, done, warning=warning
     )
 
 
@@ -120,6 +128,8 @@ def describe(report: SunsetReport) -> list[str]:
             sample = ", ".join(q.email for q in group[:SAMPLE])
             more = f" and {len(group) - SAMPLE} more" if len(group) > SAMPLE else ""
             lines.append(f"{title}: {sample}{more}")
+    if report.warning:
+        lines.append(f"warning: {report.warning}")
     if not report.applied:
         lines.append("dry run: nothing was changed; run with --apply to act")
     return lines
