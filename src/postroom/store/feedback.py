@@ -20,24 +20,22 @@ statements.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from ulid import ULID
 
 from postroom.errors import WebhookVerificationError
 from postroom.store import feedback_sqlite as sqlite_sql
 from postroom.store.database import Database
 from postroom.store.feedback_audience import mark_bounced, mark_complained
 from postroom.store.feedback_binding import BoundSend, bind
-from postroom.store.feedback_campaigns import CAMPAIGN_SEND_ID_KEY, apply_to_campaigns
+from postroom.store.feedback_campaigns import apply_to_campaigns
+from postroom.store.feedback_events import event_ids, event_row, insert_events
 from postroom.store.feedback_group import GroupCommit
 from postroom.store.feedback_rules import (
     RANK,
@@ -47,7 +45,7 @@ from postroom.store.feedback_rules import (
     stronger,
     suppression_for,
 )
-from postroom.store.schema import events, send_feedback, webhook_tokens
+from postroom.store.schema import send_feedback, webhook_tokens
 from postroom.store.sqlite_driver import sqlite_connection, stored_time
 from postroom.store.suppressions import Suppressions, SuppressionScope
 from postroom.webhooks.events import FeedbackType, NormalizedEvent
@@ -82,9 +80,6 @@ def _per_dialect(build: Callable[[Any], Any]) -> dict[str, Any]:
     return {"postgresql": build(postgresql), "sqlite": build(sqlite)}
 
 
-_INSERT_EVENTS = _per_dialect(
-    lambda d: d.insert(events).on_conflict_do_nothing().returning(events.c.dedupe_key)
-)
 _INSERT_STATE = _per_dialect(
     lambda d: d.insert(send_feedback).on_conflict_do_nothing().returning(send_feedback.c.send_id)
 )
@@ -174,18 +169,21 @@ class FeedbackStore:
         by_hash = {e.content_hash: e for e in request.batch}
         unique_events = list(by_hash.values())
         result.duplicates = len(request.batch) - len(unique_events)
+        hashes = list(by_hash)
         bindings = bind(conn, unique_events)
         rows = [
-            _event_row(e, h, bindings.get(i), now)
-            for i, (e, h) in enumerate(zip(unique_events, by_hash, strict=True))
+            event_row(event_id, e, h, bindings.get(i), now)
+            for i, (event_id, e, h) in enumerate(
+                zip(event_ids(len(hashes)), unique_events, hashes, strict=True)
+            )
         ]
-        inserted = _insert_events(conn, rows)
+        inserted = insert_events(conn, rows, now)
         result.stored = len(inserted)
         result.duplicates += len(rows) - len(inserted)
         fresh = [
             (event, bindings[i])
             for i, event in enumerate(unique_events)
-            if i in bindings and rows[i]["dedupe_key"] in inserted
+            if i in bindings and hashes[i] in inserted
         ]
         result.bound = len(fresh)
         if fresh:
@@ -270,61 +268,6 @@ def _claim_token(conn: Connection, token: str, now: datetime, ttl: float) -> Non
         ).first()
     if claimed is None:
         raise WebhookVerificationError("replay", "this request's token was already used")
-
-
-def _event_row(
-    event: NormalizedEvent, content_hash: str, send: BoundSend | None, now: datetime
-) -> dict[str, Any]:
-    if send is not None and send.campaign_id is not None:
-        payload = event.to_dict(content_hash)
-        payload[CAMPAIGN_SEND_ID_KEY] = send.id
-        encoded = orjson.dumps(payload)
-    else:
-        encoded = event.to_json(content_hash)
-    return {
-        "id": str(ULID()),
-        "provider": event.provider,
-        "event_type": event.type.value,
-        "recipient": event.recipient or (send.recipient if send else ""),
-        # events.send_id references the ledger: null for campaign recipients
-        "send_id": send.id if send and send.campaign_id is None else None,
-        "provider_message_id": (event.esp_message_id or "")[:255] or None,
-        "dedupe_key": content_hash,
-        "event_key": _event_key(event),
-        "occurred_at": event.occurred_at or now,
-        "received_at": now,
-        "payload": encoded,
-    }
-
-
-def _event_key(event: NormalizedEvent) -> str | None:
-    if not event.esp_event_id:
-        return None
-    basis = "\x1f".join(
-        (event.provider, event.esp_event_id, event.recipient or "", event.type.value)
-    )
-    return hashlib.sha256(basis.encode()).hexdigest()
-
-
-def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert ``rows``, skipping any already stored; the dedupe keys of those inserted."""
-    if not rows:
-        return set()
-    driver = sqlite_connection(conn)
-    if driver is None:  # one multi-row INSERT … RETURNING, in a fixed lock order
-        ordered = sorted(rows, key=lambda row: str(row["dedupe_key"]))
-        return set(conn.execute(_INSERT_EVENTS[conn.dialect.name], ordered).scalars())
-    inserted: set[str] = set()
-    cursor = driver.cursor()
-    for row in rows:
-        values = row | {
-            "occurred_at": stored_time(row["occurred_at"]),
-            "received_at": stored_time(row["received_at"]),
-        }
-        cursor.execute(sqlite_sql.INSERT_EVENT, values)
-        if cursor.rowcount == 1:
-            inserted.add(row["dedupe_key"])
-    return inserted
 
 
 def _advance_states(

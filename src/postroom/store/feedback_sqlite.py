@@ -26,8 +26,7 @@ CAMPAIGN_RECIPIENT = (
 INSERT_EVENT = (
     "INSERT INTO events (id, provider, event_type, recipient, send_id, provider_message_id, "
     "dedupe_key, event_key, occurred_at, received_at, payload) "
-    "VALUES (:id, :provider, :event_type, :recipient, :send_id, :provider_message_id, "
-    ":dedupe_key, :event_key, :occurred_at, :received_at, :payload) ON CONFLICT DO NOTHING"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 INSERT_STATE = (
     "INSERT INTO send_feedback (send_id, recipient, send_created_at, state, updated_at) "

@@ -1,0 +1,120 @@
+"""Storing webhook events: one row per event, once (see ``feedback.py``).
+
+``events.dedupe_key`` is the content hash and ``events.event_key`` a hash of the ESP's event
+id; both are unique and inserts skip conflicts, so the keys that come back name the events
+that are new (fresh), the only ones whose rules run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+from ulid import ULID
+
+from postroom.store import feedback_sqlite as sqlite_sql
+from postroom.store.feedback_binding import BoundSend
+from postroom.store.feedback_campaigns import CAMPAIGN_SEND_ID_KEY
+from postroom.store.schema import events
+from postroom.store.sqlite_driver import sqlite_connection, stored_time
+from postroom.webhooks.events import NormalizedEvent
+
+# Built once per dialect: building costs more than running on SQLite.
+_INSERT_EVENTS = {
+    name: dialect.insert(events).on_conflict_do_nothing().returning(events.c.dedupe_key)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
+def event_ids(count: int) -> list[str]:
+    """ULIDs for one request's events: one timestamp, 80 fresh random bits each (python-ulid
+    takes ~3 µs an id, a tenth of storing an event)."""
+    stamp = str(ULID())[:10]
+    noise = base64.b32encode(os.urandom(10 * count)).translate(_CROCKFORD).decode()
+    return [stamp + noise[16 * i : 16 * (i + 1)] for i in range(count)]
+
+
+_CROCKFORD = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+)
+# The events columns in the order of feedback_sqlite.INSERT_EVENT; received_at is the request's.
+_EVENT_COLUMNS = (
+    "id",
+    "provider",
+    "event_type",
+    "recipient",
+    "send_id",
+    "provider_message_id",
+    "dedupe_key",
+    "event_key",
+    "occurred_at",
+    "payload",
+)
+
+
+def event_row(
+    event_id: str,
+    event: NormalizedEvent,
+    content_hash: str,
+    send: BoundSend | None,
+    now: datetime,
+) -> tuple[Any, ...]:
+    """The event's values in ``_EVENT_COLUMNS`` order."""
+    if send is not None and send.campaign_id is not None:
+        payload = event.to_dict(content_hash)
+        payload[CAMPAIGN_SEND_ID_KEY] = send.id
+        encoded = orjson.dumps(payload)
+    else:
+        encoded = event.to_json(content_hash)
+    return (
+        event_id,
+        event.provider,
+        event.type.value,
+        event.recipient or (send.recipient if send else ""),
+        # events.send_id references the ledger: null for campaign recipients
+        send.id if send and send.campaign_id is None else None,
+        (event.esp_message_id or "")[:255] or None,
+        content_hash,
+        event_key(event),
+        event.occurred_at or now,
+        encoded,
+    )
+
+
+def event_key(event: NormalizedEvent) -> str | None:
+    if not event.esp_event_id:
+        return None
+    basis = "\x1f".join(
+        (event.provider, event.esp_event_id, event.recipient or "", event.type.value)
+    )
+    return hashlib.sha256(basis.encode()).hexdigest()
+
+
+def insert_events(conn: Connection, rows: list[tuple[Any, ...]], now: datetime) -> set[str]:
+    """Insert ``rows``, skipping any already stored; the dedupe keys of those inserted."""
+    if not rows:
+        return set()
+    driver = sqlite_connection(conn)
+    if driver is None:  # one multi-row INSERT … RETURNING, in a fixed lock order
+        ordered = sorted(
+            (dict(zip(_EVENT_COLUMNS, row, strict=True)) | {"received_at": now} for row in rows),
+            key=lambda row: str(row["dedupe_key"]),
+        )
+        return set(conn.execute(_INSERT_EVENTS[conn.dialect.name], ordered).scalars())
+    inserted: set[str] = set()
+    received_at = stored_time(now)
+    cursor = driver.cursor()
+    for row in rows:
+        *head, occurred_at, payload = row
+        cursor.execute(
+            sqlite_sql.INSERT_EVENT, (*head, stored_time(occurred_at), received_at, payload)
+        )
+        if cursor.rowcount == 1:
+            inserted.add(row[6])  # the dedupe key
+    return inserted
