@@ -134,6 +134,15 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a marketing-only claim may wait to fill a batch (never other mail).",
     )
+    campaign_chunk_concurrency: int = Field(
+        default=2, ge=1, description="Campaign chunks (up to 1,000 recipients) sent at once."
+    )
+    campaign_scheduler_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between campaign scheduler passes."
+    )
+    campaign_stale_chunk_seconds: float = Field(
+        default=900.0, gt=0, description="A queued chunk untouched this long is published again."
+    )
     poll_interval: float = Field(default=0.002, gt=0, description="Seconds between empty claims.")
     lease_seconds: float = Field(default=60.0, gt=0)
     immediate_retries: int = Field(default=3, ge=0)

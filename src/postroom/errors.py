@@ -5,6 +5,7 @@
     ├── InvalidMessageError         an email event that breaks the contract (design §3)
     │   └── HeaderInjectionError    CR/LF/NUL or an encoded newline in a header value
     ├── UnknownEmailTypeError       email_type names no registered template
+    ├── NotFoundError               a named campaign or list that does not exist
     ├── TemplateError               a template that cannot load or render
     ├── IdempotencyConflictError    same idempotency key, different document
     ├── QueueError                  the queue backend failed; the operation may be retried
@@ -55,6 +56,10 @@ class UnknownEmailTypeError(InvalidMessageError):
     def __init__(self, email_type: str) -> None:
         super().__init__(f"unknown email_type {email_type!r}", field="email_type")
         self.email_type = email_type
+
+
+class NotFoundError(PostroomError):
+    """A named thing (a campaign, a list) that does not exist."""
 
 
 class TemplateError(PostroomError):

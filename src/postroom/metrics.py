@@ -54,6 +54,11 @@ RATE_LIMIT_WAIT = Counter(
     "Seconds provider calls waited for a send-rate limit, by bucket kind.",
     ["bucket"],
 )
+CAMPAIGN_RECIPIENTS = Counter(
+    "postroom_campaign_recipients",
+    "Campaign recipients by outcome: sent, failed, suppressed, ambiguous, pending (to retry).",
+    ["outcome"],
+)
 CIRCUIT_OPEN = Gauge(
     "postroom_circuit_open",
     "1 while the provider's circuit breaker is open (or half-open), else 0.",

@@ -369,17 +369,25 @@ def build_content_gate(settings: Settings) -> Callable[[RenderedEmail], str | No
 
 def build_worker(postroom: Postroom, pipeline: DeliveryPipeline | None = None) -> Worker:
     """A worker on ``postroom``'s queue; API enqueues in this process wake it up."""
+    from postroom.campaigns.assembly import build_dispatcher, build_scheduler
+
     s = postroom.settings
     pipeline = pipeline or build_pipeline(postroom)
+    dispatcher = build_dispatcher(
+        s, postroom.db, postroom.suppressions, postroom.renderer, pipeline
+    )
+    scheduler = build_scheduler(s, postroom.db, postroom.queue)
     worker = Worker(
         postroom.queue,
-        pipeline.process,
+        dispatcher.process,
         concurrency=s.worker_concurrency,
         claim_batch=s.claim_batch,
         poll_interval=s.poll_interval,
         lease_seconds=s.lease_seconds,
         shutdown_grace=s.shutdown_grace,
         linger=s.batch_linger,
+        weigh=dispatcher.weigh,
+        companions=[scheduler.run],
     )
     postroom.wake_listeners.append(worker)
     return worker

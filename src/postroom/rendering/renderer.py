@@ -156,6 +156,21 @@ class Renderer:
         """The Message-ID of a send: stable across retries, known before rendering."""
         return f"<{send_id}@{self._sender_domain}>"
 
+    def render_subject_variant(self, source: str, event: EmailEvent) -> str:
+        """Render an alternative subject (an A/B variant) as the type's own subject would be:
+        same sandbox, same data, header-safe."""
+        email_type = self._registry.get(event.email_type)
+        token = self._token(event, email_type, _CHECK_SEND_ID)
+        context = self._context(event, email_type, token)
+        try:
+            raw = self._subject_env.from_string(source).render(context)
+        except JinjaTemplateError as exc:
+            raise TemplateError(f"subject variant {source!r}: {exc}") from exc
+        subject = " ".join(raw.split())
+        if not subject:
+            raise TemplateError(f"subject variant {source!r} rendered empty")
+        return check_header_value(subject, "subject")
+
     def check_subject(self, event: EmailEvent) -> None:
         """Render only the subject, so an API can refuse a bad document before enqueueing."""
         email_type = self._registry.get(event.email_type)

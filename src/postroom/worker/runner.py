@@ -4,6 +4,12 @@ Marketing mail lingers: a claim of marketing messages only that did not fill a b
 claiming for up to ``linger`` seconds, so that newsletters reach the provider in fuller batch
 calls. Critical and transactional mail never waits for company.
 
+Deliveries may weigh more than one message (``weigh``): a campaign's chunk job stands for up
+to 1,000 recipients. While such heavy jobs are being claimed, claims shrink to what the room
+left holds, so one process does not take a whole campaign's chunks from its peers.
+
+Companions are loops that live as long as the worker (the campaign scheduler).
+
 Shutdown (SIGTERM, or the stop event) stops claiming at once, lets in-flight batches finish
 within the grace period, and only then cancels; a cancelled batch's messages are released
 at once.
@@ -14,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from postroom.messages import Priority
 from postroom.queue.base import Delivery, QueueBackend
@@ -22,6 +29,7 @@ from postroom.queue.base import Delivery, QueueBackend
 log = logging.getLogger("postroom.worker")
 
 BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
+Companion = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class Worker:
@@ -37,6 +45,8 @@ class Worker:
         shutdown_grace: float,
         max_poll_interval: float = 0.05,
         linger: float = 0.0,
+        weigh: Callable[[Delivery], int] | None = None,
+        companions: Sequence[Companion] = (),
     ) -> None:
         self.queue = queue
         self.handle = handle
@@ -47,6 +57,9 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.shutdown_grace = shutdown_grace
         self.linger = linger
+        self.weigh = weigh or (lambda _delivery: 1)
+        self.companions = list(companions)
+        self._heaviest = 1  # of the last claim: sizes the next one
         self._in_flight = 0
         self._room = asyncio.Event()
         self._wakeup = asyncio.Event()
@@ -66,6 +79,14 @@ class Worker:
         self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        companions = [asyncio.create_task(companion(stop)) for companion in self.companions]
+        try:
+            await self._claim_loop(stop)
+        finally:
+            stop.set()
+            await asyncio.gather(*companions, return_exceptions=True)
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
         idle_wait = self.poll_interval
         while not stop.is_set():
             room = self.concurrency - self._in_flight
@@ -73,17 +94,19 @@ class Worker:
                 self._room.clear()
                 await _first(stop.wait(), self._room.wait())
                 continue
+            wanted = min(room, self.claim_batch)
+            if self._heaviest > 1:
+                wanted = max(1, room // self._heaviest)
             try:
-                deliveries = await self.queue.receive(
-                    min(room, self.claim_batch), self.lease_seconds
-                )
+                deliveries = await self.queue.receive(wanted, self.lease_seconds)
             except Exception:
                 log.exception("claiming from the queue failed; retrying")
                 deliveries = []
                 idle_wait = self.max_poll_interval
             if deliveries:
                 idle_wait = self.poll_interval
-                self._start(await self._fill(deliveries, min(room, self.claim_batch), stop))
+                self._heaviest = max(self.weigh(d) for d in deliveries)
+                self._start(await self._fill(deliveries, wanted, stop))
                 continue
             self._wakeup.clear()
             await _first(stop.wait(), self._wakeup.wait(), asyncio.sleep(idle_wait))
@@ -97,7 +120,9 @@ class Worker:
         self, deliveries: list[Delivery], wanted: int, stop: asyncio.Event
     ) -> list[Delivery]:
         """Top up a marketing-only claim for up to ``linger`` seconds (see the module doc)."""
-        if self.linger <= 0 or any(d.priority is not Priority.MARKETING for d in deliveries):
+        if self.linger <= 0 or self._heaviest > 1:
+            return deliveries
+        if any(d.priority is not Priority.MARKETING for d in deliveries):
             return deliveries
         deadline = asyncio.get_running_loop().time() + self.linger
         while len(deliveries) < wanted and not stop.is_set():
@@ -113,12 +138,13 @@ class Worker:
         return deliveries
 
     def _start(self, deliveries: list[Delivery]) -> None:
-        self._in_flight += len(deliveries)
-        task = asyncio.create_task(self._run_batch(deliveries))
+        weight = sum(self.weigh(d) for d in deliveries)
+        self._in_flight += weight
+        task = asyncio.create_task(self._run_batch(deliveries, weight))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_batch(self, deliveries: list[Delivery]) -> None:
+    async def _run_batch(self, deliveries: list[Delivery], weight: int) -> None:
         try:
             await self.handle(deliveries)
         except asyncio.CancelledError:
@@ -133,7 +159,7 @@ class Worker:
                 "a batch of %d messages failed; they return when leases end", len(deliveries)
             )
         finally:
-            self._in_flight -= len(deliveries)
+            self._in_flight -= weight
             self._room.set()
 
     async def _release(self, deliveries: list[Delivery]) -> None:

@@ -1,0 +1,248 @@
+"""A campaign's per-recipient ledger: design §4 applied to a chunk of up to 1,000 recipients.
+
+A chunk job costs two transactions whatever its size. ``prepare`` reads the chunk's open
+recipients, marks the suppressed ones and moves the rest to ``sending`` *before* the provider
+call; ``settle`` records each recipient's outcome and the chunk's counters together, and
+finishes the chunk (and the campaign) when nobody is left open. A recipient found ``sending``
+by a later delivery of its chunk was in flight when a worker died: within a lease another
+worker holds it (the delivery is released for later); past a lease it is in doubt and
+becomes ``ambiguous`` unless the policy resends — the chunk is resolved per recipient, never
+re-sent whole.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, text, update
+
+from postroom.store.campaign_records import (
+    CampaignState,
+    ChunkJob,
+    ChunkRecipient,
+    ChunkState,
+    PreparedChunk,
+    RecipientState,
+)
+from postroom.store.database import Database
+from postroom.store.schema import campaign_chunks, campaigns
+from postroom.store.suppressions import Suppressions
+
+_OPEN = (RecipientState.PENDING.value, RecipientState.SENDING.value)
+_READ_OPEN = text(
+    "SELECT position, subscriber_id, email, name, variant, attempts, status, updated_at "
+    "FROM campaign_recipients WHERE campaign_id = :c AND position >= :first "
+    "AND position < :end AND status IN ('pending', 'sending') ORDER BY position"
+)
+_SET_STATUS = text(
+    "UPDATE campaign_recipients SET status = :status, updated_at = :now, error = :error, "
+    "provider_message_id = :pid WHERE campaign_id = :c AND position = :p"
+)
+_BEGIN = text(
+    "UPDATE campaign_recipients SET status = 'sending', attempts = attempts + 1, "
+    "updated_at = :now WHERE campaign_id = :c AND position = :p AND status = 'pending'"
+)
+_TOUCH = text(
+    "UPDATE campaign_recipients SET updated_at = :now WHERE campaign_id = :c "
+    "AND position >= :first AND position < :end AND status = 'sending'"
+)
+_STILL_OPEN = text(
+    "SELECT count(*) FROM campaign_recipients WHERE campaign_id = :c AND position >= :first "
+    "AND position < :end AND status IN ('pending', 'sending')"
+)
+_COUNTED = {
+    RecipientState.SENT: "sent",
+    RecipientState.FAILED: "failed",
+    RecipientState.SUPPRESSED: "suppressed",
+    RecipientState.AMBIGUOUS: "ambiguous",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientOutcome:
+    """What became of one recipient: a final state, or ``PENDING`` to try again later."""
+
+    position: int
+    state: RecipientState
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+class CampaignLedger:
+    def __init__(
+        self,
+        db: Database,
+        suppressions: Suppressions,
+        *,
+        resend_ambiguous: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._suppressions = suppressions
+        self._resend_ambiguous = resend_ambiguous
+        self._clock = clock
+
+    async def prepare(self, job: ChunkJob, lease_seconds: float) -> PreparedChunk:
+        return await self._db.write(lambda conn: self._prepare(conn, job, lease_seconds))
+
+    def _prepare(self, conn: Connection, job: ChunkJob, lease_seconds: float) -> PreparedChunk:
+        now = self._clock()
+        row = conn.execute(
+            select(campaigns.c.status, campaigns.c.ab_winner).where(
+                campaigns.c.id == job.campaign_id
+            )
+        ).first()
+        if row is None:
+            return PreparedChunk(CampaignState.CANCELLED)  # deleted: nothing to send
+        state = CampaignState(row.status)
+        chunk = _chunk(conn, job)
+        if chunk is None or chunk.state == ChunkState.DONE.value:
+            return PreparedChunk(CampaignState.FINISHED)
+        if state is not CampaignState.SENDING:
+            if state is CampaignState.PAUSED:
+                _set_chunk_state(conn, job, ChunkState.HELD)  # resume publishes it again
+            return PreparedChunk(state)
+        span = {"c": job.campaign_id, "first": chunk.first_position}
+        span["end"] = chunk.first_position + chunk.size
+        rows = conn.execute(_READ_OPEN, span).all()
+        if any(r.status == "sending" and now - (r.updated_at or 0) < lease_seconds for r in rows):
+            return PreparedChunk(state, busy=True)
+        counts: Counter[str] = Counter()
+        changes: list[dict[str, object]] = []
+        in_doubt = {r.position for r in rows if r.status == "sending"}
+        if in_doubt and not self._resend_ambiguous:
+            for position in sorted(in_doubt):
+                changes.append(_change(job, position, RecipientState.AMBIGUOUS, now, "in doubt"))
+            counts["ambiguous"] += len(in_doubt)
+            rows = [r for r in rows if r.position not in in_doubt]
+        blocked = self._suppressions.blocked_within(conn, [r.email for r in rows], marketing=True)
+        to_send: list[ChunkRecipient] = []
+        for r in rows:
+            if r.email.lower() in blocked:
+                changes.append(_change(job, r.position, RecipientState.SUPPRESSED, now, None))
+                counts["suppressed"] += 1
+            else:
+                to_send.append(
+                    ChunkRecipient(
+                        r.position, r.subscriber_id, r.email, r.name, r.variant, r.attempts + 1
+                    )
+                )
+        if changes:
+            conn.execute(_SET_STATUS, changes)
+        resent = [{"c": job.campaign_id, "p": r.position, "now": now} for r in to_send]
+        if resent:
+            # In-doubt rows being resent by policy are ``sending`` already: reopen them first.
+            conn.execute(
+                text(
+                    "UPDATE campaign_recipients SET status = 'pending' WHERE campaign_id = :c "
+                    "AND position = :p AND status = 'sending'"
+                ),
+                resent,
+            )
+            conn.execute(_BEGIN, resent)
+        _add_counts(conn, job, counts, datetime.fromtimestamp(now, UTC))
+        return PreparedChunk(state, to_send=to_send, ab_winner=row.ab_winner)
+
+    async def heartbeat(self, job: ChunkJob) -> None:
+        """Keep a chunk's ``sending`` rows fresh while a slow hand-over lasts."""
+
+        def work(conn: Connection) -> None:
+            chunk = _chunk(conn, job)
+            if chunk is not None:
+                span = {"c": job.campaign_id, "first": chunk.first_position}
+                conn.execute(_TOUCH, {**span, "end": chunk.first_position + chunk.size,
+                                      "now": self._clock()})  # fmt: skip
+
+        await self._db.write(work)
+
+    async def settle(self, job: ChunkJob, outcomes: Sequence[RecipientOutcome]) -> int:
+        """Record ``outcomes``; return how many of the chunk's recipients are still open."""
+        return await self._db.write(lambda conn: self._settle(conn, job, outcomes))
+
+    def _settle(self, conn: Connection, job: ChunkJob, outcomes: Sequence[RecipientOutcome]) -> int:
+        now = self._clock()
+        when = datetime.fromtimestamp(now, UTC)
+        changes = [
+            _change(job, o.position, o.state, now, o.error, o.provider_message_id) for o in outcomes
+        ]
+        if changes:
+            conn.execute(_SET_STATUS, changes)
+        counts = Counter(_COUNTED[o.state] for o in outcomes if o.state in _COUNTED)
+        _add_counts(conn, job, counts, when)
+        chunk = _chunk(conn, job)
+        if chunk is None:
+            return 0
+        span = {"c": job.campaign_id, "first": chunk.first_position}
+        still_open = int(
+            conn.execute(_STILL_OPEN, {**span, "end": span["first"] + chunk.size}).scalar_one()
+        )
+        if still_open == 0:
+            _set_chunk_state(conn, job, ChunkState.DONE, when)
+            _finish_if_complete(conn, job.campaign_id, when)
+        return still_open
+
+
+def _change(
+    job: ChunkJob,
+    position: int,
+    state: RecipientState,
+    now: float,
+    error: str | None,
+    provider_message_id: str | None = None,
+) -> dict[str, object]:
+    return {
+        "c": job.campaign_id,
+        "p": position,
+        "status": state.value,
+        "now": now,
+        "error": error[:500] if error else None,
+        "pid": provider_message_id,
+    }
+
+
+def _chunk(conn: Connection, job: ChunkJob) -> Row[Any] | None:
+    c = campaign_chunks.c
+    return conn.execute(
+        select(campaign_chunks).where(c.campaign_id == job.campaign_id, c.chunk == job.chunk)
+    ).first()
+
+
+def _set_chunk_state(
+    conn: Connection, job: ChunkJob, state: ChunkState, when: datetime | None = None
+) -> None:
+    c = campaign_chunks.c
+    conn.execute(
+        update(campaign_chunks)
+        .where(c.campaign_id == job.campaign_id, c.chunk == job.chunk)
+        .values(state=state.value, updated_at=when or datetime.now(UTC))
+    )
+
+
+def _add_counts(conn: Connection, job: ChunkJob, counts: Counter[str], when: datetime) -> None:
+    c = campaign_chunks.c
+    values: dict[str, object] = {name: c[name] + n for name, n in counts.items() if n}
+    conn.execute(
+        update(campaign_chunks)
+        .where(c.campaign_id == job.campaign_id, c.chunk == job.chunk)
+        .values(updated_at=when, **values)
+    )
+
+
+def _finish_if_complete(conn: Connection, campaign_id: str, when: datetime) -> None:
+    c = campaign_chunks.c
+    unfinished = conn.execute(
+        select(c.chunk)
+        .where(c.campaign_id == campaign_id, c.state != ChunkState.DONE.value)
+        .limit(1)
+    ).first()
+    if unfinished is None:
+        conn.execute(
+            update(campaigns)
+            .where(campaigns.c.id == campaign_id, campaigns.c.status == "sending")
+            .values(status=CampaignState.FINISHED.value, finished_at=when, updated_at=when)
+        )

@@ -1,0 +1,537 @@
+"""Campaigns: create, snapshot the audience, track chunks, pause, resume, cancel, report.
+
+A campaign's audience is snapshotted once, when sending starts, into ``campaign_recipients``
+(one row per position) by a single ``INSERT … SELECT``: the active subscriptions of active
+subscribers on the list whose consent has not expired. Suppression is checked later, at send
+time, like every other send: an address suppressed between the snapshot and its chunk is
+skipped and counted ``suppressed``. Positions are then cut into chunks of up to 1,000; a chunk
+is one queue message, published once it is due (see ``ChunkState``). What happens to each
+recipient is in ``store/campaign_ledger.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Row, and_, func, select, text, update
+from ulid import ULID
+
+from postroom.errors import InvalidMessageError, NotFoundError
+from postroom.store.campaign_records import (
+    CHUNK_SIZE,
+    AbMetric,
+    AbTest,
+    CampaignContent,
+    CampaignState,
+    CampaignStatus,
+    ChunkJob,
+    ChunkState,
+    NewCampaign,
+    RecipientState,
+    Variant,
+    VariantResult,
+)
+from postroom.store.database import Database
+from postroom.store.schema import campaign_chunks, campaign_recipients, campaigns, lists
+
+_SNAPSHOT = """
+INSERT INTO campaign_recipients
+    (campaign_id, position, subscriber_id, email, name, status, attempts)
+SELECT :campaign_id, row_number() OVER (ORDER BY {order}) - 1, sub.id, sub.email, sub.name,
+       'pending', 0
+FROM subscriptions s JOIN subscribers sub ON sub.id = s.subscriber_id
+WHERE s.list_id = :list_id AND s.status = 'active' AND sub.status = 'active'
+  AND sub.email IS NOT NULL
+  AND (s.consent_expires_at IS NULL OR s.consent_expires_at > :now)
+"""
+_COUNTS = select(
+    func.coalesce(func.sum(campaign_chunks.c.sent), 0),
+    func.coalesce(func.sum(campaign_chunks.c.failed), 0),
+    func.coalesce(func.sum(campaign_chunks.c.suppressed), 0),
+    func.coalesce(func.sum(campaign_chunks.c.ambiguous), 0),
+)
+
+
+class Campaigns:
+    """Repository of campaigns and their chunks."""
+
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None) -> None:
+        self._db = db
+        self._now = clock or (lambda: datetime.now(UTC))
+
+    async def create(self, new: NewCampaign) -> CampaignStatus:
+        _check(new)
+        now = self._now()
+        campaign_id = str(ULID())
+        document = {
+            "template_data": new.template_data,
+            "metadata": new.metadata,
+            "spread_seconds": new.spread_seconds,
+            "ab_test": _ab_document(new.ab_test),
+        }
+
+        def work(conn: Connection) -> None:
+            if conn.execute(select(lists.c.id).where(lists.c.id == new.list_id)).first() is None:
+                raise InvalidMessageError(f"no list with id {new.list_id!r}", "list_id")
+            conn.execute(
+                campaigns.insert(),
+                {
+                    "id": campaign_id,
+                    "list_id": new.list_id,
+                    "email_type": new.email_type,
+                    "document": orjson.dumps(document),
+                    "status": CampaignState.SCHEDULED.value,
+                    "ab_state": "testing" if new.ab_test else None,
+                    "send_at": new.send_at or now,
+                    "total": 0,
+                    "chunks": 0,
+                    **dict.fromkeys(_FEEDBACK_COUNTERS, 0),
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+
+        await self._db.write(work)
+        return await self.get(campaign_id)
+
+    async def get(self, campaign_id: str) -> CampaignStatus:
+        status = await self._db.read(lambda conn: _status(conn, campaign_id))
+        if status is None:
+            raise NotFoundError(f"no campaign with id {campaign_id!r}")
+        return status
+
+    async def list_recent(
+        self, limit: int = 50, status: CampaignState | None = None
+    ) -> list[CampaignStatus]:
+        def work(conn: Connection) -> list[CampaignStatus]:
+            query = select(campaigns.c.id).order_by(campaigns.c.created_at.desc()).limit(limit)
+            if status is not None:
+                query = query.where(campaigns.c.status == status.value)
+            ids = conn.execute(query).scalars().all()
+            return [s for s in (_status(conn, i) for i in ids) if s is not None]
+
+        return await self._db.read(work)
+
+    async def content(self, campaign_id: str) -> CampaignContent:
+        def work(conn: Connection) -> Row[Any] | None:
+            return conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
+
+        row = await self._db.read(work)
+        if row is None:
+            raise NotFoundError(f"no campaign with id {campaign_id!r}")
+        document = orjson.loads(row.document)
+        return CampaignContent(
+            id=campaign_id,
+            list_id=row.list_id,
+            email_type=row.email_type,
+            template_data=document["template_data"],
+            metadata=document["metadata"],
+            ab_test=_ab_test(document.get("ab_test")),
+        )
+
+    async def pause(self, campaign_id: str, reason: str) -> CampaignStatus:
+        """Stop sending: chunks park as workers come to them; ``resume`` sends them."""
+        return await self._move(
+            campaign_id,
+            {CampaignState.SCHEDULED, CampaignState.SENDING},
+            CampaignState.PAUSED,
+            reason,
+        )
+
+    async def resume(self, campaign_id: str) -> CampaignStatus:
+        def work(conn: Connection) -> None:
+            row = _row(conn, campaign_id)
+            if row.status != CampaignState.PAUSED.value:
+                raise InvalidMessageError(f"campaign is {row.status}, not paused", "status")
+            target = CampaignState.SENDING if row.started_at else CampaignState.SCHEDULED
+            _set_status(conn, campaign_id, target, None, self._now())
+
+        await self._db.write(work)
+        return await self.get(campaign_id)
+
+    async def cancel(self, campaign_id: str, reason: str) -> CampaignStatus:
+        allowed = {CampaignState.SCHEDULED, CampaignState.SENDING, CampaignState.PAUSED}
+        return await self._move(campaign_id, allowed, CampaignState.CANCELLED, reason)
+
+    async def _move(
+        self, campaign_id: str, allowed: set[CampaignState], target: CampaignState, reason: str
+    ) -> CampaignStatus:
+        def work(conn: Connection) -> None:
+            row = _row(conn, campaign_id)
+            if row.status not in {s.value for s in allowed}:
+                raise InvalidMessageError(
+                    f"campaign is {row.status}; cannot make it {target.value}", "status"
+                )
+            _set_status(conn, campaign_id, target, reason[:500], self._now())
+
+        await self._db.write(work)
+        return await self.get(campaign_id)
+
+    # The scheduler's side -------------------------------------------------------------
+
+    async def due(self) -> list[str]:
+        """Scheduled campaigns whose time has come."""
+        now = self._now()
+
+        def work(conn: Connection) -> list[str]:
+            query = select(campaigns.c.id).where(
+                campaigns.c.status == CampaignState.SCHEDULED.value, campaigns.c.send_at <= now
+            )
+            return list(conn.execute(query.order_by(campaigns.c.send_at)).scalars())
+
+        return await self._db.read(work)
+
+    async def start(self, campaign_id: str) -> bool:
+        """Snapshot the audience and cut it into held chunks; False if another process
+        started it first or it is no longer scheduled."""
+        now = self._now()
+
+        def work(conn: Connection) -> bool:
+            moved = conn.execute(
+                update(campaigns)
+                .where(
+                    campaigns.c.id == campaign_id,
+                    campaigns.c.status == CampaignState.SCHEDULED.value,
+                )
+                .values(status=CampaignState.SENDING.value, started_at=now, updated_at=now)
+            )
+            if moved.rowcount != 1:
+                return False
+            row = _row(conn, campaign_id)
+            document = orjson.loads(row.document)
+            ab_test = _ab_test(document.get("ab_test"))
+            total = _snapshot(conn, campaign_id, row.list_id, ab_test is not None, now)
+            test_size = _test_size(total, ab_test) if ab_test else total
+            chunk_rows = _chunk_rows(campaign_id, total, test_size, now)
+            if ab_test is not None:
+                conn.execute(
+                    text(
+                        "UPDATE campaign_recipients SET variant = position % :k "
+                        "WHERE campaign_id = :c AND position < :n"
+                    ),
+                    {"k": len(ab_test.variants), "c": campaign_id, "n": test_size},
+                )
+            _spread(chunk_rows, float(document.get("spread_seconds") or 0.0), now)
+            if chunk_rows:
+                conn.execute(campaign_chunks.insert(), chunk_rows)
+            done = not chunk_rows
+            conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id)
+                .values(
+                    total=total,
+                    chunks=len(chunk_rows),
+                    snapshot_at=now,
+                    status=(CampaignState.FINISHED if done else CampaignState.SENDING).value,
+                    finished_at=now if done else None,
+                    ab_state=row.ab_state if total else None,
+                )
+            )
+            return True
+
+        return await self._db.write(work)
+
+    async def take_due_chunks(self, limit: int = 500) -> list[ChunkJob]:
+        """Held chunks of sending campaigns that are due, moved to ``queued``: the caller
+        publishes them next. One that never gets published (a crash in between) is found
+        again by :meth:`stale_chunks`."""
+        now = self._now()
+
+        def work(conn: Connection) -> list[ChunkJob]:
+            query = (
+                select(campaign_chunks.c.campaign_id, campaign_chunks.c.chunk)
+                .join(campaigns, campaigns.c.id == campaign_chunks.c.campaign_id)
+                .where(
+                    campaigns.c.status == CampaignState.SENDING.value,
+                    campaign_chunks.c.state == ChunkState.HELD.value,
+                    (campaign_chunks.c.not_before.is_(None))
+                    | (campaign_chunks.c.not_before <= now),
+                )
+                .order_by(campaign_chunks.c.campaign_id, campaign_chunks.c.chunk)
+                .limit(limit)
+            )
+            jobs = [ChunkJob(r.campaign_id, r.chunk) for r in conn.execute(query)]
+            for job in jobs:
+                conn.execute(_chunk_update(job, ChunkState.HELD).values(
+                    state=ChunkState.QUEUED.value, updated_at=now
+                ))  # fmt: skip
+            return jobs
+
+        return await self._db.write(work)
+
+    async def stale_chunks(self, older_than: float, limit: int = 500) -> list[ChunkJob]:
+        """Queued chunks of sending campaigns untouched for ``older_than`` seconds: their
+        job was lost before it was published (publishing again is harmless: recipients
+        already handled are skipped). Touched again so they are not republished at once."""
+        now = self._now()
+        cutoff = now - timedelta(seconds=older_than)
+
+        def work(conn: Connection) -> list[ChunkJob]:
+            query = (
+                select(campaign_chunks.c.campaign_id, campaign_chunks.c.chunk)
+                .join(campaigns, campaigns.c.id == campaign_chunks.c.campaign_id)
+                .where(
+                    campaigns.c.status == CampaignState.SENDING.value,
+                    campaign_chunks.c.state == ChunkState.QUEUED.value,
+                    campaign_chunks.c.updated_at < cutoff,
+                )
+                .limit(limit)
+            )
+            jobs = [ChunkJob(r.campaign_id, r.chunk) for r in conn.execute(query)]
+            for job in jobs:
+                conn.execute(_chunk_update(job, ChunkState.QUEUED).values(updated_at=now))
+            return jobs
+
+        return await self._db.write(work)
+
+    async def release_rest(self, campaign_id: str, winner: int, reason: str) -> bool:
+        """After an A/B test: the rest of the audience gets ``winner``; its chunks become
+        due. False if the decision was already taken."""
+        now = self._now()
+
+        def work(conn: Connection) -> bool:
+            moved = conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id, campaigns.c.ab_state == "waiting")
+                .values(ab_state="decided", ab_winner=winner, status_reason=reason, updated_at=now)
+            )
+            if moved.rowcount != 1:
+                return False
+            conn.execute(
+                update(campaign_chunks)
+                .where(
+                    campaign_chunks.c.campaign_id == campaign_id,
+                    campaign_chunks.c.state == ChunkState.WAITING.value,
+                )
+                .values(state=ChunkState.HELD.value, updated_at=now)
+            )
+            return True
+
+        return await self._db.write(work)
+
+    async def variant_counts(self, campaign_id: str) -> dict[int, tuple[int, int, int]]:
+        return await self._db.read(lambda conn: variant_counts(conn, campaign_id))
+
+    async def ab_waiting(self) -> list[tuple[str, datetime]]:
+        """A/B campaigns whose test group is all sent: (id, when its last chunk finished).
+        Marks ``testing`` ones ``waiting`` as their test chunks complete."""
+        now = self._now()
+
+        def work(conn: Connection) -> list[tuple[str, datetime]]:
+            found = []
+            query = select(campaigns.c.id, campaigns.c.ab_state).where(
+                campaigns.c.status == CampaignState.SENDING.value,
+                campaigns.c.ab_state.in_(["testing", "waiting"]),
+            )
+            for row in conn.execute(query).all():
+                open_chunks, finished = conn.execute(
+                    select(
+                        func.count().filter(
+                            campaign_chunks.c.state.in_(
+                                [ChunkState.HELD.value, ChunkState.QUEUED.value]
+                            )
+                        ),
+                        func.max(campaign_chunks.c.updated_at).filter(
+                            campaign_chunks.c.state == ChunkState.DONE.value
+                        ),
+                    ).where(campaign_chunks.c.campaign_id == row.id)
+                ).one()
+                if open_chunks:
+                    continue
+                if row.ab_state == "testing":
+                    conn.execute(
+                        update(campaigns)
+                        .where(campaigns.c.id == row.id)
+                        .values(ab_state="waiting", updated_at=now)
+                    )
+                found.append((row.id, finished or now))
+            return found
+
+        return await self._db.write(work)
+
+
+_FEEDBACK_COUNTERS = ("delivered", "bounced_hard", "bounced_soft", "complained", "unsubscribed")
+
+
+def _check(new: NewCampaign) -> None:
+    if new.spread_seconds < 0:
+        raise InvalidMessageError("must not be negative", "spread_seconds")
+    ab = new.ab_test
+    if ab is None:
+        return
+    if not 2 <= len(ab.variants) <= 4:
+        raise InvalidMessageError("an A/B test takes 2 to 4 variants", "ab_test.variants")
+    if not 0 < ab.share <= 1:
+        raise InvalidMessageError("must be in (0, 1]", "ab_test.share")
+    if not 0 <= ab.default < len(ab.variants):
+        raise InvalidMessageError("must name one of the variants", "ab_test.default")
+    if ab.wait_seconds < 0:
+        raise InvalidMessageError("must not be negative", "ab_test.wait_seconds")
+    if any(v.subject is None and v.from_name is None for v in ab.variants):
+        raise InvalidMessageError("each variant needs a subject or a from_name", "ab_test")
+
+
+def _ab_document(ab: AbTest | None) -> dict[str, Any] | None:
+    if ab is None:
+        return None
+    document = asdict(ab)
+    document["metric"] = ab.metric.value
+    return document
+
+
+def _ab_test(document: dict[str, Any] | None) -> AbTest | None:
+    if document is None:
+        return None
+    return AbTest(
+        variants=tuple(Variant(**v) for v in document["variants"]),
+        share=document["share"],
+        wait_seconds=document["wait_seconds"],
+        metric=AbMetric(document["metric"]),
+        default=document["default"],
+        alpha=document["alpha"],
+    )
+
+
+def _test_size(total: int, ab: AbTest) -> int:
+    return min(total, max(len(ab.variants), math.ceil(total * ab.share)))
+
+
+def _snapshot(
+    conn: Connection, campaign_id: str, list_id: str, shuffled: bool, now: datetime
+) -> int:
+    # An A/B test group must be a random sample: subscriber ids follow sign-up order.
+    order = "random()" if shuffled else "sub.id"
+    params = {"campaign_id": campaign_id, "list_id": list_id, "now": _naive(now)}
+    conn.execute(text(_SNAPSHOT.format(order=order)), params)
+    query = select(func.count()).where(campaign_recipients.c.campaign_id == campaign_id)
+    return int(conn.execute(query).scalar_one())
+
+
+def _naive(when: datetime) -> datetime:
+    # Raw SQL bypasses UtcDateTime: bind the stored form (naive UTC).
+    return when.astimezone(UTC).replace(tzinfo=None)
+
+
+def _chunk_rows(
+    campaign_id: str, total: int, test_size: int, now: datetime
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    # The test group and the rest are cut apart, so that no chunk mixes the two.
+    for start, end, state in (
+        (0, test_size, ChunkState.HELD),
+        (test_size, total, ChunkState.WAITING),
+    ):
+        for first in range(start, end, CHUNK_SIZE):
+            rows.append(
+                {
+                    "campaign_id": campaign_id,
+                    "chunk": len(rows),
+                    "first_position": first,
+                    "size": min(CHUNK_SIZE, end - first),
+                    "state": state.value,
+                    "not_before": None,
+                    "sent": 0,
+                    "failed": 0,
+                    "suppressed": 0,
+                    "ambiguous": 0,
+                    "updated_at": now,
+                }
+            )
+    return rows
+
+
+def _spread(rows: list[dict[str, Any]], seconds: float, now: datetime) -> None:
+    """Give chunk ``i`` of ``n`` a start ``i/n`` of the way through the window."""
+    if seconds <= 0 or not rows:
+        return
+    for index, row in enumerate(rows):
+        row["not_before"] = now + timedelta(seconds=seconds * index / len(rows))
+
+
+def _chunk_update(job: ChunkJob, state: ChunkState) -> Any:
+    return update(campaign_chunks).where(
+        and_(
+            campaign_chunks.c.campaign_id == job.campaign_id,
+            campaign_chunks.c.chunk == job.chunk,
+            campaign_chunks.c.state == state.value,
+        )
+    )
+
+
+def _row(conn: Connection, campaign_id: str) -> Row[Any]:
+    row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
+    if row is None:
+        raise NotFoundError(f"no campaign with id {campaign_id!r}")
+    return row
+
+
+def _set_status(
+    conn: Connection, campaign_id: str, state: CampaignState, reason: str | None, now: datetime
+) -> None:
+    conn.execute(
+        update(campaigns)
+        .where(campaigns.c.id == campaign_id)
+        .values(status=state.value, status_reason=reason, updated_at=now)
+    )
+
+
+def _status(conn: Connection, campaign_id: str) -> CampaignStatus | None:
+    row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
+    if row is None:
+        return None
+    sent, failed, suppressed, ambiguous = conn.execute(
+        _COUNTS.where(campaign_chunks.c.campaign_id == campaign_id)
+    ).one()
+    document = orjson.loads(row.document)
+    ab = _ab_test(document.get("ab_test"))
+    return CampaignStatus(
+        id=row.id,
+        list_id=row.list_id,
+        email_type=row.email_type,
+        status=CampaignState(row.status),
+        status_reason=row.status_reason,
+        send_at=row.send_at,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        snapshot_at=row.snapshot_at,
+        finished_at=row.finished_at,
+        total=row.total,
+        chunks=row.chunks,
+        sent=int(sent),
+        failed=int(failed),
+        suppressed=int(suppressed),
+        ambiguous=int(ambiguous),
+        **{name: getattr(row, name) for name in _FEEDBACK_COUNTERS},
+        ab_state=row.ab_state,
+        ab_winner=row.ab_winner,
+        variants=_variant_results(conn, campaign_id, ab) if ab else (),
+    )
+
+
+def variant_counts(conn: Connection, campaign_id: str) -> dict[int, tuple[int, int, int]]:
+    """Per variant of the test group: (sent, unique human opens, unique clicks)."""
+    r = campaign_recipients.c
+    query = (
+        select(
+            r.variant,
+            func.count().filter(r.status == RecipientState.SENT.value),
+            func.count(r.opened_at),
+            func.count(r.clicked_at),
+        )
+        .where(r.campaign_id == campaign_id, r.variant.is_not(None))
+        .group_by(r.variant)
+    )
+    return {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in conn.execute(query)}
+
+
+def _variant_results(conn: Connection, campaign_id: str, ab: AbTest) -> tuple[VariantResult, ...]:
+    counts = variant_counts(conn, campaign_id)
+    return tuple(
+        VariantResult(index, v.subject, v.from_name, *counts.get(index, (0, 0, 0)))
+        for index, v in enumerate(ab.variants)
+    )

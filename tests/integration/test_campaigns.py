@@ -1,0 +1,223 @@
+"""Campaigns end to end on each database: snapshot, chunk jobs, worker, provider, status."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tests.conftest import RunningWorker
+from tests.fakes import FakeProvider
+
+from postroom.errors import InvalidMessageError, PermanentProviderError
+from postroom.store.audience import NewSubscriber
+from postroom.store.campaign_records import (
+    AbTest,
+    CampaignState,
+    NewCampaign,
+    Variant,
+)
+from postroom.store.campaigns import Campaigns
+from postroom.store.consent import Consent, ConsentKind
+from postroom.store.suppressions import SuppressionScope
+from postroom.wiring import Postroom
+
+POST = {"creator_name": "Jane Doe", "post_title": "Slow writing", "post_url": "https://p.example/1"}
+
+
+async def make_audience(postroom: Postroom, list_id: str, count: int) -> list[str]:
+    await postroom.subscribers.create_list("Jane's letters", "jane", list_id=list_id)
+    consent = Consent(ConsentKind.EXPRESS, "test", datetime.now(UTC))
+    emails = [f"reader{i:05d}@example.com" for i in range(count)]
+    for start in range(0, count, 1000):
+        entries = [
+            NewSubscriber(email=e, name=f"Reader {i}", consent=consent)
+            for i, e in enumerate(emails[start : start + 1000], start)
+        ]
+        await postroom.subscribers.subscribe(list_id, entries)
+    return emails
+
+
+async def finished(campaigns: Campaigns, campaign_id: str, worker: RunningWorker) -> None:
+    async def done() -> bool:
+        status = await campaigns.get(campaign_id)
+        return status.status is CampaignState.FINISHED
+
+    await worker.until(done, timeout=60)
+
+
+@pytest.mark.slow
+async def test_campaign_reaches_exactly_the_eligible_subscribers(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    fake_provider.max_batch_size = 1000
+    emails = await make_audience(postroom, "letters", 10_000)
+    unsubscribed = emails[::97]
+    suppressed = emails[5::101]
+    for email in unsubscribed:
+        assert await postroom.subscribers.unsubscribe(email, "letters")
+    for email in suppressed:
+        await postroom.suppressions.add(email, SuppressionScope.ALL, "hard_bounce")
+    campaigns = Campaigns(postroom.db)
+    campaign = await campaigns.create(NewCampaign("letters", "new_post_notification", POST))
+    assert campaign.status is CampaignState.SCHEDULED
+
+    worker = RunningWorker(postroom)
+    try:
+        await finished(campaigns, campaign.id, worker)
+    finally:
+        await worker.shutdown()
+
+    eligible = set(emails) - set(unsubscribed) - set(suppressed)
+    copies = Counter(e.recipient for e in fake_provider.delivered)
+    assert set(copies) == eligible
+    assert max(copies.values()) == 1
+    status = await campaigns.get(campaign.id)
+    assert status.total == len(emails) - len(unsubscribed)
+    assert status.sent == len(eligible)
+    assert status.suppressed == len(set(suppressed) - set(unsubscribed))
+    assert (status.failed, status.ambiguous, status.pending) == (0, 0, 0)
+    assert status.chunks == 10
+    # Chunks reach the provider as batch calls of up to its limit, never one per recipient.
+    assert len(fake_provider.calls) <= 2 * status.chunks
+    sample = fake_provider.delivered[0]
+    assert sample.send_id.startswith(f"{campaign.id}.")
+    assert "List-Unsubscribe" in sample.headers
+    assert sample.subject == "Jane Doe published: Slow writing"
+
+
+async def test_pause_parks_chunks_and_resume_sends_the_rest(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    fake_provider.max_batch_size = 1000
+    emails = await make_audience(postroom, "letters", 3_000)
+    campaigns = Campaigns(postroom.db)
+    campaign = await campaigns.create(NewCampaign("letters", "new_post_notification", POST))
+    await campaigns.pause(campaign.id, "operator: checking a typo")
+    worker = RunningWorker(postroom)
+    try:
+        # Scheduled and paused: nothing is snapshotted or sent.
+        await asyncio.sleep(1.5)
+        status = await campaigns.get(campaign.id)
+        assert (status.status, status.total, len(fake_provider.delivered)) == (
+            CampaignState.PAUSED,
+            0,
+            0,
+        )
+        assert status.status_reason == "operator: checking a typo"
+        await campaigns.resume(campaign.id)
+        await finished(campaigns, campaign.id, worker)
+    finally:
+        await worker.shutdown()
+    assert sorted(e.recipient for e in fake_provider.delivered) == emails
+
+
+async def test_pause_during_sending_holds_chunks_until_resumed(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    fake_provider.max_batch_size = 1000
+    gate, called = asyncio.Event(), asyncio.Event()
+    original = fake_provider.send
+
+    async def slow_send(batch):  # type: ignore[no-untyped-def]
+        called.set()
+        await gate.wait()
+        return await original(batch)
+
+    fake_provider.send = slow_send  # type: ignore[method-assign]
+    emails = await make_audience(postroom, "letters", 5_000)
+    campaigns = Campaigns(postroom.db)
+    campaign = await campaigns.create(NewCampaign("letters", "new_post_notification", POST))
+    worker = RunningWorker(postroom)
+    try:
+        await asyncio.wait_for(called.wait(), 10)
+        await campaigns.pause(campaign.id, "looks wrong")
+        gate.set()  # the chunks already with the provider finish; the rest park
+
+        async def parked() -> bool:
+            status = await campaigns.get(campaign.id)
+            return status.sent > 0 and status.sent + status.pending == status.total
+
+        await worker.until(parked)
+        await asyncio.sleep(1.0)
+        paused_sent = (await campaigns.get(campaign.id)).sent
+        assert paused_sent < len(emails)
+        assert len(fake_provider.delivered) == paused_sent
+        await campaigns.resume(campaign.id)
+        await finished(campaigns, campaign.id, worker)
+    finally:
+        await worker.shutdown()
+    copies = Counter(e.recipient for e in fake_provider.delivered)
+    assert set(copies) == set(emails) and max(copies.values()) == 1
+
+
+async def test_cancel_stops_a_scheduled_campaign(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    await make_audience(postroom, "letters", 10)
+    campaigns = Campaigns(postroom.db)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    campaign = await campaigns.create(
+        NewCampaign("letters", "new_post_notification", POST, send_at=later)
+    )
+    status = await campaigns.cancel(campaign.id, "changed my mind")
+    assert status.status is CampaignState.CANCELLED
+    with pytest.raises(InvalidMessageError):
+        await campaigns.resume(campaign.id)
+    assert await campaigns.due() == []
+
+
+async def test_permanent_failures_and_bad_addresses_are_recorded_per_recipient(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    emails = await make_audience(postroom, "letters", 200)
+    bad = set(emails[::10])
+
+    def script(email, _seen):  # type: ignore[no-untyped-def]
+        if email.recipient in bad:
+            return PermanentProviderError("550 5.1.1 no such user", suppress=True)
+        return None
+
+    fake_provider.script = script
+    campaigns = Campaigns(postroom.db)
+    campaign = await campaigns.create(NewCampaign("letters", "new_post_notification", POST))
+    worker = RunningWorker(postroom)
+    try:
+        await finished(campaigns, campaign.id, worker)
+    finally:
+        await worker.shutdown()
+    status = await campaigns.get(campaign.id)
+    assert (status.sent, status.failed) == (180, 20)
+    assert await postroom.suppressions.blocked(bad, marketing=False) == bad
+
+
+async def test_ab_variants_are_sent_to_the_test_group_first(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    fake_provider.max_batch_size = 1000
+    await make_audience(postroom, "letters", 1_000)
+    campaigns = Campaigns(postroom.db)
+    ab = AbTest(
+        variants=(Variant(subject="A: {{ post_title }}"), Variant(subject="B: {{ post_title }}")),
+        share=0.2,
+        wait_seconds=3600,
+    )
+    campaign = await campaigns.create(
+        NewCampaign("letters", "new_post_notification", POST, ab_test=ab)
+    )
+    worker = RunningWorker(postroom)
+    try:
+
+        async def tested() -> bool:
+            return (await campaigns.get(campaign.id)).sent == 200
+
+        await worker.until(tested)
+        await asyncio.sleep(1.0)  # the rest waits for the decision
+    finally:
+        await worker.shutdown()
+    subjects = Counter(e.subject for e in fake_provider.delivered)
+    assert subjects == {"A: Slow writing": 100, "B: Slow writing": 100}
+    status = await campaigns.get(campaign.id)
+    assert status.ab_state == "waiting"
+    assert [v.sent for v in status.variants] == [100, 100]
