@@ -1,26 +1,22 @@
-"""The alert history (table ``alerts``): one row per firing, and the rules that keep it quiet.
+"""Which findings fire and which alerts resolve: the rules that keep alerts quiet.
 
 An alert is open while ``resolved_at`` is null. A finding whose (rule, subject) already has an
 open alert fires nothing (no storms); a finding of a higher severity than the open alert
 resolves it and fires anew (escalation); a lower one leaves the open alert as it is, so an
 alert stays at its worst until its condition clears. An open alert of a rule that was
 evaluated and found nothing is resolved. :func:`plan` is that decision, pure;
-:meth:`AlertHistory.apply` carries it out in one transaction.
+:class:`AlertHistory` has the store carry it out in one transaction (``store/alerts.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Connection, Row, insert, select, update
-from ulid import ULID
 
 from postroom.alerts.rules import Finding, Severity, Verdict
+from postroom.store.alerts import AlertRecord, AlertStore, Decision, NewAlert
 from postroom.store.database import Database
-from postroom.store.schema import alerts
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +32,20 @@ class Alert:
     resolved_at: datetime | None = None
     notified_at: datetime | None = None
 
-    @property
-    def is_open(self) -> bool:
-        return self.resolved_at is None
+    @classmethod
+    def of(cls, record: AlertRecord) -> Alert:
+        return cls(
+            record.id,
+            record.rule,
+            Severity(record.severity),
+            record.subject,
+            record.message,
+            record.value,
+            record.threshold,
+            record.fired_at,
+            record.resolved_at,
+            record.notified_at,
+        )
 
 
 @dataclass
@@ -73,75 +80,31 @@ def plan(open_alerts: Iterable[Alert], verdict: Verdict) -> Plan:
 
 class AlertHistory:
     def __init__(self, db: Database) -> None:
-        self._db = db
+        self._store = AlertStore(db)
 
     async def apply(self, verdict: Verdict, now: datetime) -> Changes:
-        """Fire and resolve as :func:`plan` says, in one transaction (a second monitor that
-        evaluates at the same moment then sees this one's rows)."""
-        return await self._db.write(lambda conn: _apply(conn, verdict, now))
+        """Fire and resolve as :func:`plan` says, in one transaction."""
+
+        def decide(records: list[AlertRecord]) -> Decision:
+            decided = plan([Alert.of(r) for r in records], verdict)
+            return Decision(
+                fire=[
+                    NewAlert(f.rule, f.severity.value, f.subject, f.message, f.value, f.threshold)
+                    for f in decided.fire
+                ],
+                resolve=[a.id for a in decided.resolve],
+            )
+
+        applied = await self._store.apply(decide, now)
+        return Changes(
+            fired=[Alert.of(r) for r in applied.fired],
+            resolved=[Alert.of(r) for r in applied.resolved],
+        )
 
     async def list(self, *, include_resolved: bool = False, limit: int = 100) -> list[Alert]:
         """Alerts newest first: the open ones, or all."""
-        query = select(alerts).order_by(alerts.c.fired_at.desc(), alerts.c.id.desc()).limit(limit)
-        if not include_resolved:
-            query = query.where(alerts.c.resolved_at.is_(None))
-        return await self._db.read(lambda conn: [_alert(row) for row in conn.execute(query)])
+        records = await self._store.list(include_resolved=include_resolved, limit=limit)
+        return [Alert.of(r) for r in records]
 
     async def mark_notified(self, ids: Sequence[str], now: datetime) -> None:
-        if not ids:
-            return
-        statement = update(alerts).where(alerts.c.id.in_(list(ids))).values(notified_at=now)
-        await self._db.write(lambda conn: conn.execute(statement))
-
-
-def _apply(conn: Connection, verdict: Verdict, now: datetime) -> Changes:
-    open_rows = [
-        _alert(r) for r in conn.execute(select(alerts).where(alerts.c.resolved_at.is_(None)))
-    ]
-    decided = plan(open_rows, verdict)
-    changes = Changes()
-    if decided.resolve:
-        ids = [a.id for a in decided.resolve]
-        conn.execute(update(alerts).where(alerts.c.id.in_(ids)).values(resolved_at=now))
-        changes.resolved = [replace(a, resolved_at=now) for a in decided.resolve]
-    for finding in decided.fire:
-        alert = Alert(
-            id=str(ULID()),
-            rule=finding.rule,
-            severity=finding.severity,
-            subject=finding.subject[:200],
-            message=finding.message,
-            value=finding.value,
-            threshold=finding.threshold,
-            fired_at=now,
-        )
-        conn.execute(
-            insert(alerts).values(
-                id=alert.id,
-                rule=alert.rule,
-                severity=alert.severity.value,
-                subject=alert.subject,
-                message=alert.message,
-                value=alert.value,
-                threshold=alert.threshold,
-                fired_at=now,
-            )
-        )
-        changes.fired.append(alert)
-    return changes
-
-
-def _alert(row: Row[Any]) -> Alert:
-    mapping = row._mapping
-    return Alert(
-        id=mapping["id"],
-        rule=mapping["rule"],
-        severity=Severity(mapping["severity"]),
-        subject=mapping["subject"],
-        message=mapping["message"],
-        value=mapping["value"],
-        threshold=mapping["threshold"],
-        fired_at=mapping["fired_at"],
-        resolved_at=mapping["resolved_at"],
-        notified_at=mapping["notified_at"],
-    )
+        await self._store.mark_notified(ids, now)

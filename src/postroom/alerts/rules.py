@@ -16,6 +16,10 @@ from enum import StrEnum
 
 from postroom.config import Settings
 
+# Re-exported: the readings the rules judge are the store's records.
+from postroom.store.alert_readings import CampaignReading as CampaignReading
+from postroom.store.alert_readings import Rate as Rate
+
 HARD_BOUNCE = "hard_bounce_rate"
 COMPLAINT = "complaint_rate"
 CAMPAIGN_BOUNCE = "campaign_hard_bounce_rate"
@@ -44,29 +48,6 @@ class Finding:
     message: str
     value: float | None = None
     threshold: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """``hits`` (bounces, complaints) among ``sent``."""
-
-    sent: int
-    hits: int
-
-    @property
-    def value(self) -> float:
-        return self.hits / self.sent if self.sent else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class CampaignReading:
-    """A running campaign's counters: ``sent`` sums its chunks, the rest are its row's."""
-
-    id: str
-    status: str
-    sent: int
-    bounced_hard: int
-    complained: int
 
 
 @dataclass
