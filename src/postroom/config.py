@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     # unsubscribe links, and the inactive-subscriber sunset.
     previous_secret_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated retired secret keys; unsubscribe links they signed still work.",
+        description="Comma-separated retired secret keys; links they signed still work.",
     )
     sunset_inactive_days: int = Field(
         default=180, ge=1, description="Days without a human open or click before re-engagement."
