@@ -22,6 +22,7 @@ from postroom.queue.base import QueueBackend
 from postroom.rendering.registry import TemplateRegistry, bundled_templates_dir
 from postroom.rendering.renderer import Renderer
 from postroom.store import migrate
+from postroom.store.campaigns import Campaigns
 from postroom.store.database import Database, is_sqlite, open_database
 from postroom.store.ledger import Ledger
 from postroom.store.personal_data import PersonalData
@@ -67,6 +68,10 @@ class Postroom:
     @functools.cached_property
     def subscribers(self) -> Subscribers:
         return Subscribers(self.db, implied_consent_days=self.settings.implied_consent_days)
+
+    @functools.cached_property
+    def campaigns(self) -> Campaigns:
+        return Campaigns(self.db)
 
     @functools.cached_property
     def personal_data(self) -> PersonalData:

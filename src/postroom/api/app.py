@@ -21,6 +21,7 @@ from postroom import metrics
 from postroom.alerts.monitor import run_alerts
 from postroom.api import (
     admin,
+    campaigns,
     confirm,
     deliverability,
     emails,
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     app.include_router(suppressions.router)
     app.include_router(confirm.router)
     app.include_router(stats.router)
+    app.include_router(campaigns.router)
     app.include_router(admin.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit)

@@ -12,6 +12,7 @@ import typer
 from postroom.cli import (
     alerts,
     bench,
+    campaign,
     dkim,
     dlq,
     dns,
@@ -53,6 +54,7 @@ app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(campaign.app, name="campaign")
 app.command(name="lint")(lint.lint)
 app.command(name="stats")(stats.stats)
 app.command(name="sunset")(sunset.sunset)

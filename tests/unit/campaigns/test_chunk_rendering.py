@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.unit.rendering.conftest import make_renderer, write_type  # noqa: F401 (fixture)
+from tests.unit.rendering.conftest import make_renderer
 
 from postroom.campaigns.personalize import MailingTemplate
 from postroom.campaigns.render import ChunkRenderer
@@ -51,8 +51,12 @@ def expected(renderer: Renderer, content: CampaignContent, r: ChunkRecipient) ->
         recipient_email=r.email,
         recipient_name=r.name,
         template_data=content.template_data,
-        metadata={**content.metadata, "campaign_id": content.id, "list_id": content.list_id,
-                  "subscriber_id": r.subscriber_id},  # fmt: skip
+        metadata={
+            **content.metadata,
+            "campaign_id": content.id,
+            "list_id": content.list_id,
+            "subscriber_id": r.subscriber_id,
+        },
         priority=Priority.MARKETING,
     )
     return renderer.render(event, send_id=r.send_id(content.id))
