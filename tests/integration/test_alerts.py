@@ -16,6 +16,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,14 +24,17 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from fastapi.testclient import TestClient
 from sqlalchemy import Connection, insert, update
 from tests.conftest import make_settings
 from tests.fakes import FakeProvider
 from tests.unit.alerts.synthetic import add_campaign, add_sends, campaign_status
 from ulid import ULID
 
+from postroom.alerts.history import AlertHistory
 from postroom.alerts.monitor import AlertMonitor, build_monitor
 from postroom.alerts.rules import CAMPAIGN_BOUNCE
+from postroom.api.app import create_app
 from postroom.config import Settings
 from postroom.store.database import open_database
 from postroom.store.feedback import FeedbackStore
@@ -257,3 +261,30 @@ def test_the_cli_checks_once_and_lists(tmp_path: Path) -> None:
     listed = postroom("list", "--all")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count("hard_bounce_rate") == 1
+
+
+@pytest.mark.parametrize("monitor_on", [True, False])
+def test_serve_runs_the_monitor_unless_told_not_to(tmp_path: Path, monitor_on: bool) -> None:
+    settings = make_settings(tmp_path, alert_monitor=monitor_on, alert_interval=0.1)
+
+    async def bouncy_history() -> None:
+        await prepare_database(settings)
+        db = open_database(settings.resolved_database_url)
+        try:
+            await add_sends(db, 1000, datetime.now(UTC), feedback={"bounced_hard": 30})
+        finally:
+            await db.dispose()
+
+    async def open_alerts() -> list[str]:
+        db = open_database(settings.resolved_database_url)
+        try:
+            return [a.rule for a in await AlertHistory(db).list()]
+        finally:
+            await db.dispose()
+
+    asyncio.run(bouncy_history())
+    with TestClient(create_app(settings, run_worker=True)):
+        deadline = time.monotonic() + 3
+        while not asyncio.run(open_alerts()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert asyncio.run(open_alerts()) == (["hard_bounce_rate"] if monitor_on else [])

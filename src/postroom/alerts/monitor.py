@@ -183,7 +183,12 @@ async def run_alerts(postroom: Postroom, stop: asyncio.Event) -> None:
     when ``POSTROOM_ALERT_MONITOR`` is false."""
     if not postroom.settings.alert_monitor:
         return
-    monitor = build_monitor(postroom)
+    try:
+        monitor = build_monitor(postroom)
+    except Exception:
+        # The worker or API beside it must not go down with the monitor: say so, loudly.
+        log.exception("alert monitor could not start; no alerts will be evaluated")
+        return
     try:
         await monitor.run(stop)
     finally:

@@ -171,27 +171,26 @@ def complaints_24h(conn: Connection, now: datetime) -> Rate:
 
 
 def live_campaigns(conn: Connection) -> list[CampaignReading]:
-    """Sending and paused campaigns with their counters (a paused one keeps its alert open)."""
-    sent = (
-        select(campaign_chunks.c.campaign_id, func.sum(campaign_chunks.c.sent).label("sent"))
-        .group_by(campaign_chunks.c.campaign_id)
-        .subquery()
+    """Sending and paused campaigns with their counters (a paused one keeps its alert open):
+    the ``campaigns(status, send_at)`` index, then each one's chunks by primary key."""
+    counters = (
+        campaigns.c.id,
+        campaigns.c.status,
+        campaigns.c.bounced_hard,
+        campaigns.c.complained,
     )
     rows = conn.execute(
-        select(
-            campaigns.c.id,
-            campaigns.c.status,
-            func.coalesce(sent.c.sent, 0),
-            campaigns.c.bounced_hard,
-            campaigns.c.complained,
+        select(*counters, func.coalesce(func.sum(campaign_chunks.c.sent), 0))
+        .select_from(
+            campaigns.outerjoin(campaign_chunks, campaign_chunks.c.campaign_id == campaigns.c.id)
         )
-        .select_from(campaigns.outerjoin(sent, sent.c.campaign_id == campaigns.c.id))
         .where(campaigns.c.status.in_(_LIVE))
+        .group_by(*counters)
         .order_by(campaigns.c.id)
     )
     return [
-        CampaignReading(str(i), str(status), int(n), int(bounced), int(complained))
-        for i, status, n, bounced, complained in rows
+        CampaignReading(str(i), str(status), int(sent), int(bounced), int(complained))
+        for i, status, bounced, complained, sent in rows
     ]
 
 
