@@ -33,6 +33,7 @@ from postroom.alerts.rules import (
 from postroom.alerts.sinks import LogSink, Notice, NoticeKind
 from postroom.messages import Priority
 from postroom.queue.base import Backlog, DeadLetter
+from postroom.store.schema import campaigns
 from postroom.wiring import Postroom, open_postroom, prepare_database
 
 T0 = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -195,6 +196,17 @@ async def test_a_campaign_past_the_critical_line_is_paused_once_with_the_reason(
     [(campaign, reason)] = h.paused
     assert campaign == "camp1" and "hard-bounce rate 2.25%" in reason
     assert h.sink.notices[0].action == "Campaign camp1 paused."
+    # Paused, its alert stays open; once the campaign is over, it resolves.
+    await h.check(campaigns_only=True)
+    assert h.sink.resolved() == []
+    await pr.db.write(
+        lambda conn: conn.execute(
+            campaigns.update().where(campaigns.c.id == "camp1").values(status="cancelled")
+        )
+    )
+    await h.check(campaigns_only=True)
+    assert h.sink.resolved() == [(CAMPAIGN_BOUNCE, "campaign:camp1")]
+    assert len(h.paused) == 1
 
 
 async def test_refused_credentials_fire_and_resolve_after_the_window(pr: Postroom) -> None:
