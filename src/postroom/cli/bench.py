@@ -89,3 +89,25 @@ def queues(
         raise typer.BadParameter("--workers, --messages and --batch must be positive")
     for run in run_queues(queue_url, database, counts, messages, batch):
         print(run.line())
+
+
+@app.command()
+def fanout(
+    recipients: Annotated[int, typer.Option(min=1, help="Synthetic subscribers.")] = 100_000,
+    esp: Annotated[str, typer.Option(help="Fake ESP: mailgun or sendgrid.")] = "mailgun",
+    queue_url: Annotated[
+        str, typer.Option("--queue", help="sql:// (default), amqp://… or sqs://…")
+    ] = "sql://",
+    database: Annotated[
+        str | None, typer.Option(help="Database URL (default: a fresh SQLite file).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+) -> None:
+    """A real campaign to N synthetic subscribers through worker processes to a local fake
+    ESP: snapshot time, hand-off time, recipients/s, CPU and peak RSS per process."""
+    from postroom.bench.fanout import run_fanout
+
+    if esp not in ("mailgun", "sendgrid"):
+        raise typer.BadParameter("--esp takes mailgun or sendgrid")
+    for line in run_fanout(recipients, esp, queue_url, database, workers).lines():
+        print(line)

@@ -94,3 +94,17 @@ def test_rotation_verifies_previous_keys_and_signs_with_the_current_one() -> Non
     with pytest.raises(InvalidMessageError):
         rotated.read_token(UnsubscribeTokens("unknown").make_token("a@example.com", "w", "s1"))
     assert read_token(old_token, secret_key="new", previous_keys=["old"]).send_id == "s1"
+
+
+def test_minted_tokens_are_what_itsdangerous_signs_and_verify_with_it() -> None:
+    tokens = UnsubscribeTokens("current-key-" * 3, ["previous-key-" * 3])
+    payload = {"r": "reader@example.com", "t": "new_post_notification", "s": "C.1", "l": "jane"}
+    token = tokens.make_token("reader@example.com", "new_post_notification", "C.1", "jane")
+    reference = URLSafeSerializer(
+        ["previous-key-" * 3, "current-key-" * 3], salt="postroom-unsubscribe"
+    )
+    assert token == reference.dumps(payload)
+    assert reference.loads(token) == payload
+    unusual = tokens.make_token("josé@exámple.com", 'type"x', "s\\1", None)
+    assert tokens.read_token(unusual).recipient == "josé@exámple.com"
+    assert tokens.read_token(unusual).email_type == 'type"x'
