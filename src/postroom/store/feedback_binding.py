@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import Connection, bindparam, select, tuple_
 
 from postroom.store import feedback_sqlite as sqlite_sql
@@ -157,13 +158,12 @@ def _sends_by(conn: Connection, ids: list[str], *, by_provider_id: bool) -> list
     if driver is None:
         statement = _SENDS_BY_PROVIDER_ID if by_provider_id else _SENDS_BY_ID
         return [_SendRow(*r) for r in conn.execute(statement, {"ids": ids})]
-    sql = sqlite_sql.SENDS_BY_PROVIDER_ID if by_provider_id else sqlite_sql.SEND_BY_ID
+    sql = sqlite_sql.SENDS_BY_PROVIDER_ID if by_provider_id else sqlite_sql.SENDS_BY_ID
     rows: list[_SendRow] = []
-    for one in ids:
-        for send_id, recipient, message_id, created_at in driver.execute(sql, (one,)):
-            when = loaded_time(created_at)
-            assert when is not None
-            rows.append(_SendRow(send_id, recipient, message_id, when))
+    for send_id, recipient, message_id, created_at in driver.execute(sql, (orjson.dumps(ids),)):
+        when = loaded_time(created_at)
+        assert when is not None
+        rows.append(_SendRow(send_id, recipient, message_id, when))
     return rows
 
 

@@ -109,12 +109,13 @@ def insert_events(conn: Connection, rows: list[tuple[Any, ...]], now: datetime) 
         return set(conn.execute(_INSERT_EVENTS[conn.dialect.name], ordered).scalars())
     inserted: set[str] = set()
     received_at = stored_time(now)
+    times: dict[datetime, str] = {}  # a batch's events often share their second
     cursor = driver.cursor()
     for row in rows:
         *head, occurred_at, payload = row
-        cursor.execute(
-            sqlite_sql.INSERT_EVENT, (*head, stored_time(occurred_at), received_at, payload)
-        )
+        if occurred_at not in times:
+            times[occurred_at] = stored_time(occurred_at)
+        cursor.execute(sqlite_sql.INSERT_EVENT, (*head, times[occurred_at], received_at, payload))
         if cursor.rowcount == 1:
             inserted.add(row[6])  # the dedupe key
     return inserted

@@ -13,9 +13,16 @@ CLAIM_ONE_USE_KEY = (
     "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
     "WHERE webhook_tokens.expires_at < ? RETURNING key"
 )
-SEND_BY_ID = "SELECT id, recipient, message_id, created_at FROM sends WHERE id = ?"
+# The ids come as one JSON array: a single execution per batch, and one statement text (so
+# one cached prepared statement) whatever the batch's size. SQLite probes the column's index
+# once per value.
+SENDS_BY_ID = (
+    "SELECT id, recipient, message_id, created_at FROM sends "
+    "WHERE id IN (SELECT value FROM json_each(?))"
+)
 SENDS_BY_PROVIDER_ID = (
-    "SELECT id, recipient, provider_message_id, created_at FROM sends WHERE provider_message_id = ?"
+    "SELECT id, recipient, provider_message_id, created_at FROM sends "
+    "WHERE provider_message_id IN (SELECT value FROM json_each(?))"
 )
 CAMPAIGN_RECIPIENT = (
     "SELECT campaign_id, position, email FROM campaign_recipients "

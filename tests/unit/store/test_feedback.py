@@ -17,8 +17,8 @@ from ulid import ULID
 from postroom.config import Settings
 from postroom.errors import WebhookVerificationError
 from postroom.store.database import Database, open_database
-from postroom.store.feedback import FeedbackStore
-from postroom.store.schema import events, send_feedback, sends, suppressions
+from postroom.store.feedback import FeedbackStore, IngestResult
+from postroom.store.schema import events, send_feedback, sends, suppressions, webhook_tokens
 from postroom.store.suppressions import Suppressions
 from postroom.webhooks.events import FeedbackType, NormalizedEvent
 from postroom.wiring import prepare_database
@@ -309,3 +309,25 @@ async def test_concurrent_requests_about_one_send_end_at_the_strongest_state(
     await asyncio.gather(*(store.ingest([e]) for e in events_in_flight))
     assert await store.state(send_id) == "bounced_hard"
     assert await count(db, events) == 4
+
+
+async def test_a_refused_request_among_concurrent_ones_leaves_theirs_in_place(
+    db: Database, store: FeedbackStore
+) -> None:
+    # On SQLite these share one transaction (a group commit); each request has its savepoint.
+    await store.ingest([], replay_token="mailgun:used", replay_ttl=60)
+    sends = {email: await add_send(db, email) for email in ("a@example.com", "b@example.com")}
+    outcomes = await asyncio.gather(
+        store.ingest([bounce("a@example.com", sends["a@example.com"])], replay_token="mailgun:1"),
+        store.ingest(
+            [bounce("b@example.com", sends["b@example.com"])], replay_token="mailgun:used"
+        ),
+        store.ingest([delivered("c@example.com", None)], replay_token="mailgun:2"),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], WebhookVerificationError)
+    assert [o.stored for o in outcomes if isinstance(o, IngestResult)] == [1, 1]
+    assert await blocked(db, "a@example.com", marketing=False)
+    assert not await blocked(db, "b@example.com", marketing=False)
+    assert await count(db, events) == 2
+    assert await count(db, webhook_tokens) == 3
