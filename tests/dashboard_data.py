@@ -69,7 +69,7 @@ async def seed_ledger(
     seed: int = 7,
     id_prefix: str = "S",
 ) -> int:
-    """Insert ``count`` sends spread over the last ``days`` (a daily rhythm), plus
+    """Insert ``count`` sends spread evenly over the last ``days``, oldest first, plus
     ``last_hour`` more in the last hour (a busier evening), with attempts and feedback.
     Returns how many were ``sent``."""
     rng = random.Random(seed)
@@ -80,7 +80,8 @@ async def seed_ledger(
             t = rng.random()
             shaped = (t + 0.15 * math.sin(t * 6 * math.pi)) % 1.0
             return now - timedelta(seconds=3600 * (1 - shaped))
-        return now - timedelta(seconds=rng.random() * window)
+        # In order, as a ledger fills: row order follows time, as in production.
+        return now - timedelta(seconds=window * (1 - (i + rng.random()) / count))
 
     sent_total = 0
     rows: list[dict[str, Any]] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ from postroom.api.admin import domains
 from postroom.api.app import create_app
 from postroom.messages import Priority
 from postroom.queue.base import OutgoingMessage
+from postroom.store.campaign_records import NewCampaign
+from postroom.store.campaigns import Campaigns
 from postroom.wiring import Postroom
 
 
@@ -196,3 +198,39 @@ def test_logout_ends_the_session(client: TestClient) -> None:
 def test_static_files_only_from_the_static_folder(client: TestClient) -> None:
     assert client.get("/admin/static/admin.css").status_code == 200
     assert client.get("/admin/static/..%2F__init__.py").status_code == 404
+
+
+async def _scheduled_campaign(postroom: Postroom) -> str:
+    await postroom.subscribers.create_list("Jane's letters", "jane", list_id="letters")
+    later = datetime.now(UTC) + timedelta(days=1)
+    campaign = await Campaigns(postroom.db).create(
+        NewCampaign("letters", "new_post_notification", {"post_title": "Hi"}, send_at=later)
+    )
+    return campaign.id
+
+
+def test_campaigns_pause_resume_and_cancel_with_reasons(client: TestClient) -> None:
+    campaign_id = run(client, _scheduled_campaign)
+    token = log_in(client)
+    page = client.get("/admin/campaigns").text
+    assert f'data-id="{campaign_id}"' in page and "scheduled" in page
+
+    paused = client.post(
+        f"/admin/campaigns/{campaign_id}/pause", data={"reason": "list check", "csrf": token}
+    )
+    assert f"campaign {campaign_id} is paused" in paused.text and "list check" in paused.text
+    assert 'class="resume"' in paused.text  # a paused campaign offers resume
+    resumed = client.post(f"/admin/campaigns/{campaign_id}/resume", data={"csrf": token})
+    assert f"campaign {campaign_id} is scheduled" in resumed.text
+    cancelled = client.post(
+        f"/admin/campaigns/{campaign_id}/cancel", data={"reason": "wrong post", "csrf": token}
+    )
+    assert f"campaign {campaign_id} is cancelled" in cancelled.text
+    status = run(client, lambda pr: Campaigns(pr.db).get(campaign_id))
+    assert status.status.value == "cancelled" and status.status_reason == "wrong post"
+
+    refused = client.post(f"/admin/campaigns/{campaign_id}/pause", data={"csrf": token})
+    assert "cannot make it paused" in refused.text
+    missing = client.post("/admin/campaigns/nope/cancel", data={"csrf": token})
+    assert "no campaign with id" in missing.text
+    assert client.post(f"/admin/campaigns/{campaign_id}/resume", data={}).status_code == 403

@@ -9,11 +9,11 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 
-from postroom.api.admin import alerts, dlq, domains, login, overview, suppressions
+from postroom.api.admin import alerts, campaigns, dlq, domains, login, overview, suppressions
 from postroom.api.admin.templating import static_file
 
 router = APIRouter(include_in_schema=False)
-for _page in (login, overview, dlq, suppressions, domains, alerts):
+for _page in (login, overview, campaigns, dlq, suppressions, domains, alerts):
     router.include_router(_page.router)
 
 
