@@ -1,5 +1,6 @@
 """``postroom webhooks parse`` as a user runs it, on a sample of the ESP fixtures: the
-manifest's events on stdout as JSON lines, or exit status 1 and one line saying why."""
+manifest's events on stdout as JSON lines, or exit status 1 and one line saying why; and
+``postroom webhooks bench`` end to end on a small load."""
 
 from __future__ import annotations
 
@@ -76,3 +77,18 @@ def test_parse_prints_the_manifest_events_or_refuses(tmp_path: Path) -> None:
         assert all(e["provider"] == provider and len(e["content_hash"]) == 64 for e in printed)
     out, err = stale.communicate(timeout=60)
     assert stale.returncode == 1 and "verification failed: stale" in err
+
+
+def test_bench_posts_signed_requests_and_checks_they_were_stored(tmp_path: Path) -> None:
+    # A short run of both modes: every POST verified, answered 200 and its events stored
+    # (the command fails otherwise), and the rate printed.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTROOM_")}
+    for batch, kind in (("20", "SendGrid batches"), ("1", "single Mailgun events")):
+        command = [sys.executable, "-m", "postroom", "webhooks", "bench", "--batch", batch]
+        command += ["--events", "200", "--concurrency", "4"]
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(kind), done.stdout
+        assert "events/s" in done.stdout

@@ -196,7 +196,8 @@ class _BenchLoad:
         return "sendgrid", headers, body
 
     async def post(self, requests: int, concurrency: int) -> tuple[float, float]:
-        """(events/s, POST/s) once the API answers; every answer must be a 200."""
+        """(events/s, POST/s) once the API answers; every answer must be a 200, and the
+        answers together must report every event stored."""
         import asyncio
 
         import aiohttp
@@ -212,15 +213,21 @@ class _BenchLoad:
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
 
+            stored = 0
+
             async def post_all() -> None:
+                nonlocal stored
                 while pending:
                     provider, headers, body = pending.pop()
                     url = f"{base}/webhooks/{provider}"
                     async with session.post(url, data=body, headers=headers) as answer:
                         if answer.status != 200:
                             fail(f"the API answered {answer.status}: {await answer.text()}")
+                        stored += orjson.loads(await answer.read())["stored"]
 
             started = time.perf_counter()
             await asyncio.gather(*(post_all() for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
+        if stored != requests * self.batch:
+            fail(f"the API stored {stored:,} of {requests * self.batch:,} events")
         return requests * self.batch / elapsed, requests / elapsed
