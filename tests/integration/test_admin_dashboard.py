@@ -234,3 +234,21 @@ def test_campaigns_pause_resume_and_cancel_with_reasons(client: TestClient) -> N
     missing = client.post("/admin/campaigns/nope/cancel", data={"csrf": token})
     assert "no campaign with id" in missing.text
     assert client.post(f"/admin/campaigns/{campaign_id}/resume", data={}).status_code == 403
+
+
+def test_a_queue_that_does_not_answer_is_reported_on_the_page(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(*args: object, **kwargs: object) -> object:
+        raise ConnectionError("broker unreachable")
+
+    queue = client.app.state.postroom.queue  # type: ignore[attr-defined]
+    monkeypatch.setattr(queue, "dlq_list", refuse)
+    monkeypatch.setattr(queue, "depth", refuse)
+    log_in(client)
+    dead = client.get("/admin/dlq")
+    assert dead.status_code == 200 and "broker unreachable" in dead.text
+    assert 'id="dlq-empty"' not in dead.text
+    overview = client.get("/admin")
+    assert overview.status_code == 200 and "broker unreachable" in overview.text
+    assert overview.text.count("<svg") == 3  # the ledger's charts still draw

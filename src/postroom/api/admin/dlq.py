@@ -30,7 +30,11 @@ def summary(body: bytes) -> tuple[str, str]:
 @router.get("", response_class=HTMLResponse)
 async def list_dead_letters(request: Request, session: Session, offset: int = 0) -> HTMLResponse:
     offset = max(0, offset)
-    letters = await postroom_of(request).queue.dlq_list(limit=PAGE + 1, offset=offset)
+    error = None
+    try:
+        letters = await postroom_of(request).queue.dlq_list(limit=PAGE + 1, offset=offset)
+    except Exception as exc:  # a broker that does not answer: say so, keep the page
+        letters, error = [], f"the queue did not answer: {exc or type(exc).__name__}"
     rows = [(letter, *summary(letter.body)) for letter in letters[:PAGE]]
     return render(
         request,
@@ -42,6 +46,7 @@ async def list_dead_letters(request: Request, session: Session, offset: int = 0)
         offset=offset,
         next_offset=offset + PAGE if len(letters) > PAGE else None,
         previous_offset=max(0, offset - PAGE) if offset else None,
+        error=error,
     )
 
 
