@@ -1,6 +1,6 @@
 """The dashboard in a real browser (headless Chromium through Playwright): log in, see the
-overview's charts drawn with data, and replay a dead letter with a click until the worker
-has delivered it to the outbox."""
+overview's charts drawn with data, replay a dead letter with a click until the worker has
+delivered it to the outbox, and pause and resume a campaign."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,20 +21,27 @@ from postroom.api.app import create_app
 from postroom.config import Settings
 from postroom.messages import parse_event
 from postroom.providers.outbox import read_index
+from postroom.store.campaign_records import NewCampaign
+from postroom.store.campaigns import Campaigns
 from postroom.submission import submit
 from postroom.wiring import open_postroom, prepare_database
 
 pytestmark = pytest.mark.slow
 
 
-async def seed(settings: Settings) -> str:
-    """Ledger history for the charts, alerts, and one dead letter; returns its id."""
+async def seed(settings: Settings) -> tuple[str, str]:
+    """Ledger history for the charts, alerts, a scheduled campaign and one dead letter;
+    returns the dead letter's and the campaign's ids."""
     await prepare_database(settings)
     pr = await open_postroom(settings)
     try:
         now = datetime.now(UTC)
         await seed_ledger(pr.db, 3000, now=now, days=1.0, last_hour=400)
         await seed_alerts(pr.db, now)
+        await pr.subscribers.create_list("Jane's letters", "jane", list_id="letters")
+        campaign = await Campaigns(pr.db).create(
+            NewCampaign("letters", "new_post_notification", send_at=now + timedelta(days=1))
+        )
         event = parse_event(
             {
                 "email_type": "welcome",
@@ -47,7 +54,7 @@ async def seed(settings: Settings) -> str:
         [delivery] = await pr.queue.receive(1, lease_seconds=30)
         assert delivery.id == accepted.id
         assert await pr.queue.dead_letter(delivery, "provider unavailable after 5 retries")
-        return accepted.id
+        return accepted.id, campaign.id
     finally:
         await pr.close()
 
@@ -69,7 +76,7 @@ def test_dashboard_loads_draws_charts_and_replays_a_dead_letter(tmp_path: Path) 
         sender="Platform <news@platform.example>",
         dns_nameserver="127.0.0.1:9",
     )
-    dead_id = asyncio.run(seed(settings))
+    dead_id, campaign_id = asyncio.run(seed(settings))
     with (
         serving(create_app(settings, run_worker=True)) as base,
         sync_playwright() as playwright,
@@ -96,6 +103,15 @@ def test_dashboard_loads_draws_charts_and_replays_a_dead_letter(tmp_path: Path) 
             row.locator("button.replay").click()
             expect(page.locator(".notice")).to_have_text("replayed 1 message")
             expect(page.locator("#dlq-empty")).to_be_visible()
+
+            page.click("text=Campaigns")
+            campaign = page.locator(f'tr[data-id="{campaign_id}"]')
+            campaign.locator("input[name=reason]").fill("checking the list")
+            campaign.locator("button.pause").click()
+            expect(page.locator(".notice")).to_have_text(f"campaign {campaign_id} is paused")
+            expect(campaign).to_contain_text("checking the list")
+            campaign.locator("button.resume").click()
+            expect(page.locator(".notice")).to_have_text(f"campaign {campaign_id} is scheduled")
         finally:
             browser.close()
 
