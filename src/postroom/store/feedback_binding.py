@@ -158,9 +158,14 @@ def _sends_by(conn: Connection, ids: list[str], *, by_provider_id: bool) -> list
     if driver is None:
         statement = _SENDS_BY_PROVIDER_ID if by_provider_id else _SENDS_BY_ID
         return [_SendRow(*r) for r in conn.execute(statement, {"ids": ids})]
-    sql = sqlite_sql.SENDS_BY_PROVIDER_ID if by_provider_id else sqlite_sql.SENDS_BY_ID
+    if len(ids) == 1:
+        sql = sqlite_sql.SEND_BY_PROVIDER_ID if by_provider_id else sqlite_sql.SEND_BY_ID
+        values: tuple[str | bytes] = (ids[0],)
+    else:
+        sql = sqlite_sql.SENDS_BY_PROVIDER_ID if by_provider_id else sqlite_sql.SENDS_BY_ID
+        values = (orjson.dumps(ids),)
     rows: list[_SendRow] = []
-    for send_id, recipient, message_id, created_at in driver.execute(sql, (orjson.dumps(ids),)):
+    for send_id, recipient, message_id, created_at in driver.execute(sql, values):
         when = loaded_time(created_at)
         assert when is not None
         rows.append(_SendRow(send_id, recipient, message_id, when))

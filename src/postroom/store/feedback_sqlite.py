@@ -24,6 +24,11 @@ SENDS_BY_PROVIDER_ID = (
     "SELECT id, recipient, provider_message_id, created_at FROM sends "
     "WHERE provider_message_id IN (SELECT value FROM json_each(?))"
 )
+# One id (a single-event request): json_each's setup would cost more than the look-up.
+SEND_BY_ID = "SELECT id, recipient, message_id, created_at FROM sends WHERE id = ?"
+SEND_BY_PROVIDER_ID = (
+    "SELECT id, recipient, provider_message_id, created_at FROM sends WHERE provider_message_id = ?"
+)
 CAMPAIGN_RECIPIENT = (
     "SELECT campaign_id, position, email FROM campaign_recipients "
     "WHERE campaign_id = ? AND position = ?"
