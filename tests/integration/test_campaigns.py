@@ -44,7 +44,10 @@ async def finished(campaigns: Campaigns, campaign_id: str, worker: RunningWorker
         status = await campaigns.get(campaign_id)
         return status.status is CampaignState.FINISHED
 
-    await worker.until(done, timeout=60)
+    try:
+        await worker.until(done, timeout=60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {(await campaigns.get(campaign_id)).as_dict()}") from None
 
 
 @pytest.mark.slow

@@ -31,21 +31,28 @@ from postroom.store.campaign_records import (
 )
 from postroom.store.database import Database
 from postroom.store.schema import campaign_chunks, campaigns
+from postroom.store.sqlite_driver import sqlite_connection
 from postroom.store.suppressions import Suppressions
 
 _OPEN = (RecipientState.PENDING.value, RecipientState.SENDING.value)
-_READ_OPEN = text(
+# Plain SQL with named parameters: run on the stdlib driver on SQLite (``sqlite_driver``),
+# through Core on PostgreSQL. A chunk's statements touch up to 1,000 rows each.
+_READ_OPEN = (
     "SELECT position, subscriber_id, email, name, variant, attempts, status, updated_at "
     "FROM campaign_recipients WHERE campaign_id = :c AND position >= :first "
     "AND position < :end AND status IN ('pending', 'sending') ORDER BY position"
 )
-_SET_STATUS = text(
+_SET_STATUS = (
     "UPDATE campaign_recipients SET status = :status, updated_at = :now, error = :error, "
     "provider_message_id = :pid WHERE campaign_id = :c AND position = :p"
 )
-_BEGIN = text(
+_BEGIN = (
     "UPDATE campaign_recipients SET status = 'sending', attempts = attempts + 1, "
     "updated_at = :now WHERE campaign_id = :c AND position = :p AND status = 'pending'"
+)
+_REOPEN = (
+    "UPDATE campaign_recipients SET status = 'pending' WHERE campaign_id = :c "
+    "AND position = :p AND status = 'sending'"
 )
 _TOUCH = text(
     "UPDATE campaign_recipients SET updated_at = :now WHERE campaign_id = :c "
@@ -61,6 +68,37 @@ _COUNTED = {
     RecipientState.SUPPRESSED: "suppressed",
     RecipientState.AMBIGUOUS: "ambiguous",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """A recipient of the chunk still without an outcome (a row of ``_READ_OPEN``)."""
+
+    position: int
+    subscriber_id: str
+    email: str
+    name: str | None
+    variant: int | None
+    attempts: int
+    status: str
+    updated_at: float | None
+
+
+def _select(conn: Connection, statement: str, params: dict[str, Any]) -> list[Any]:
+    driver = sqlite_connection(conn)
+    if driver is not None:
+        return driver.execute(statement, params).fetchall()
+    return list(conn.execute(text(statement), params).all())
+
+
+def _many(conn: Connection, statement: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    driver = sqlite_connection(conn)
+    if driver is not None:
+        driver.executemany(statement, rows)
+    else:
+        conn.execute(text(statement), rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +147,7 @@ class CampaignLedger:
             return PreparedChunk(state)
         span = {"c": job.campaign_id, "first": chunk.first_position}
         span["end"] = chunk.first_position + chunk.size
-        rows = conn.execute(_READ_OPEN, span).all()
+        rows = [_Open(*row) for row in _select(conn, _READ_OPEN, span)]
         if any(r.status == "sending" and now - (r.updated_at or 0) < lease_seconds for r in rows):
             return PreparedChunk(state, busy=True)
         counts: Counter[str] = Counter()
@@ -132,19 +170,12 @@ class CampaignLedger:
                         r.position, r.subscriber_id, r.email, r.name, r.variant, r.attempts + 1
                     )
                 )
-        if changes:
-            conn.execute(_SET_STATUS, changes)
+        _many(conn, _SET_STATUS, changes)
         resent = [{"c": job.campaign_id, "p": r.position, "now": now} for r in to_send]
-        if resent:
+        if in_doubt and self._resend_ambiguous:
             # In-doubt rows being resent by policy are ``sending`` already: reopen them first.
-            conn.execute(
-                text(
-                    "UPDATE campaign_recipients SET status = 'pending' WHERE campaign_id = :c "
-                    "AND position = :p AND status = 'sending'"
-                ),
-                resent,
-            )
-            conn.execute(_BEGIN, resent)
+            _many(conn, _REOPEN, [row for row in resent if row["p"] in in_doubt])
+        _many(conn, _BEGIN, resent)
         _add_counts(conn, job, counts, datetime.fromtimestamp(now, UTC))
         return PreparedChunk(state, to_send=to_send, ab_winner=row.ab_winner)
 
@@ -170,8 +201,7 @@ class CampaignLedger:
         changes = [
             _change(job, o.position, o.state, now, o.error, o.provider_message_id) for o in outcomes
         ]
-        if changes:
-            conn.execute(_SET_STATUS, changes)
+        _many(conn, _SET_STATUS, changes)
         counts = Counter(_COUNTED[o.state] for o in outcomes if o.state in _COUNTED)
         _add_counts(conn, job, counts, when)
         chunk = _chunk(conn, job)
