@@ -11,6 +11,7 @@ from tests.conftest import RunningWorker
 from tests.fakes import FakeProvider
 
 from postroom.errors import InvalidMessageError, PermanentProviderError
+from postroom.messages import RenderedEmail
 from postroom.store.audience import NewSubscriber
 from postroom.store.campaign_records import (
     AbTest,
@@ -224,3 +225,83 @@ async def test_ab_variants_are_sent_to_the_test_group_first(
     status = await campaigns.get(campaign.id)
     assert status.ab_state == "waiting"
     assert [v.sent for v in status.variants] == [100, 100]
+
+
+async def _ab_campaign_with_opens(
+    postroom: Postroom, fake_provider: FakeProvider, opens: tuple[int, int]
+) -> tuple[Campaigns, str]:
+    """1,000 subscribers, a 20% test of two subjects, then ``opens`` human opens for each
+    variant's recipients fed through the feedback store, as webhooks would."""
+    from postroom.store.feedback import FeedbackStore
+    from postroom.webhooks.events import FeedbackType, NormalizedEvent
+
+    fake_provider.max_batch_size = 1000
+    await make_audience(postroom, "letters", 1_000)
+    campaigns = Campaigns(postroom.db)
+    ab = AbTest(
+        variants=(Variant(subject="A: {{ post_title }}"), Variant(subject="B: {{ post_title }}")),
+        share=0.2,
+        wait_seconds=0.5,
+        default=1,
+    )
+    campaign = await campaigns.create(
+        NewCampaign("letters", "new_post_notification", POST, ab_test=ab)
+    )
+    gate = asyncio.Event()
+    original = fake_provider.send
+
+    async def held_after_the_test(batch):  # type: ignore[no-untyped-def]
+        if len(fake_provider.delivered) >= 200:
+            await gate.wait()  # the opens are in before the rest goes out
+        return await original(batch)
+
+    fake_provider.send = held_after_the_test  # type: ignore[method-assign]
+    feedback = FeedbackStore(postroom.db, postroom.suppressions)
+    worker = RunningWorker(postroom)
+    try:
+
+        async def tested() -> bool:
+            return (await campaigns.get(campaign.id)).sent >= 200
+
+        await worker.until(tested)
+        by_subject: dict[str, list[RenderedEmail]] = {"A: Slow writing": [], "B: Slow writing": []}
+        for email in fake_provider.delivered:
+            by_subject[email.subject].append(email)
+        events = [
+            NormalizedEvent(
+                provider="fake", type=FeedbackType.OPENED, esp_event="open",
+                recipient=email.recipient, occurred_at=datetime.now(UTC),
+                postroom_send_id=email.send_id, esp_event_id=f"open-{email.send_id}",
+            )
+            for subject, count in zip(by_subject, opens, strict=True)
+            for email in by_subject[subject][:count]
+        ]  # fmt: skip
+        await feedback.ingest(events)
+        gate.set()
+        await finished(campaigns, campaign.id, worker)
+    finally:
+        await worker.shutdown()
+    return campaigns, campaign.id
+
+
+async def test_ab_test_sends_the_variant_the_opens_favour_to_the_rest(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    campaigns, campaign_id = await _ab_campaign_with_opens(postroom, fake_provider, (45, 10))
+    status = await campaigns.get(campaign_id)
+    assert (status.ab_state, status.ab_winner) == ("decided", 0)
+    assert [(v.sent, v.opened) for v in status.variants] == [(100, 45), (100, 10)]
+    assert "variant 0 won" in (status.status_reason or "")
+    subjects = Counter(e.subject for e in fake_provider.delivered)
+    assert subjects == {"A: Slow writing": 900, "B: Slow writing": 100}
+
+
+async def test_ab_test_without_a_significant_difference_sends_the_default(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    campaigns, campaign_id = await _ab_campaign_with_opens(postroom, fake_provider, (22, 20))
+    status = await campaigns.get(campaign_id)
+    assert (status.ab_state, status.ab_winner) == ("decided", 1)
+    assert "no significant difference" in (status.status_reason or "")
+    subjects = Counter(e.subject for e in fake_provider.delivered)
+    assert subjects == {"A: Slow writing": 100, "B: Slow writing": 900}

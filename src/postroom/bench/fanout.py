@@ -230,4 +230,14 @@ def _work(
 
 def _self_usage(name: str) -> ProcessUsage:
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return ProcessUsage(name, own.ru_utime + own.ru_stime, own.ru_maxrss / 1024)
+    return ProcessUsage(name, own.ru_utime + own.ru_stime, _peak_rss_mib())
+
+
+def _peak_rss_mib() -> float:
+    """This process's high-water mark (``VmHWM``): ``ru_maxrss`` would survive the exec of a
+    spawned process and report the parent's peak."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
