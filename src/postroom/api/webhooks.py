@@ -125,7 +125,10 @@ async def receive(provider: str, request: Request) -> Response:
     raw_body = await _body(request, receiver.max_body_bytes)
     if raw_body is None:
         return _problem(413, f"body over {receiver.max_body_bytes} bytes")
-    headers = dict(request.headers)
+    # Straight from the ASGI scope (names already lower-case; reversed, so that the first of
+    # a repeated header wins, as in dict(request.headers), which looks each name up again).
+    raw_headers = reversed(request.scope["headers"])
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
     try:
         if provider == "ses":  # may fetch a certificate: keep the loop free
             await asyncio.to_thread(receiver.verify, headers, raw_body, time.time())
