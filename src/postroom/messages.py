@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.header import decode_header
 from enum import StrEnum
@@ -190,6 +190,22 @@ def invalid_message_from(exc: ValidationError) -> InvalidMessageError:
 
 
 @dataclass(frozen=True, slots=True)
+class MailingCopy:
+    """Marks a message as one copy of a mailing whose copies differ only in named values.
+
+    ``layout(placeholder)`` gives the mailing's subject, HTML, text and headers with each
+    per-recipient value replaced by ``placeholder(name)``; ``values`` are this copy's. It is
+    exact by construction (the copies were made by filling that layout), so an ESP with batch
+    personalization can use it instead of searching each copy for its values. ``mailing`` is
+    the same object for every copy of one layout.
+    """
+
+    mailing: object
+    values: Mapping[str, str]
+    layout: Callable[[Callable[[str], str]], tuple[str, str, str, Mapping[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
 class RenderedEmail:
     """One message for one recipient, ready to hand over.
 
@@ -211,3 +227,4 @@ class RenderedEmail:
     email_type: str = ""
     category: str = "transactional"
     metadata: Mapping[str, str] = field(default_factory=dict)
+    copy: MailingCopy | None = field(default=None, compare=False, repr=False)

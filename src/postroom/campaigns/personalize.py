@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from postroom.messages import RenderedEmail
+from postroom.messages import MailingCopy, RenderedEmail
 
 _PLAIN_NAME = re.compile(r"[^\W_]+(?:[ .-][^\W_]+)*\.?")
 _PLAIN_ADDRESS = re.compile(r"[a-z0-9][a-z0-9._+-]*@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
@@ -83,6 +83,8 @@ class MailingTemplate:
         self._html = _split(first.html, first_values)
         self._text = _split(first.text, first_values)
         self._headers = {name: _split(v, first_values) for name, v in first.headers.items()}
+        parts = [self._subject, self._html, self._text, *self._headers.values()]
+        self._keys = sorted({key for split in parts for key in split.keys})
         self._limit = len(PROBES[0]["name"])
 
     @classmethod
@@ -135,6 +137,10 @@ class MailingTemplate:
             headers,
         )
 
+    def layout(self, placeholder: Callable[[str], str]) -> tuple[str, str, str, dict[str, str]]:
+        """The mailing with ``placeholder(name)`` for each per-recipient value."""
+        return self._fill_parts({key: placeholder(key) for key in self._keys})
+
     def fill(
         self,
         *,
@@ -145,6 +151,7 @@ class MailingTemplate:
     ) -> RenderedEmail:
         subject, html, text, headers = self._fill_parts(values)
         model = self.model
+        copy = MailingCopy(self, values, self.layout)
         return RenderedEmail(
             send_id=send_id,
             message_id=message_id,
@@ -159,4 +166,5 @@ class MailingTemplate:
             email_type=model.email_type,
             category=model.category,
             metadata=metadata,
+            copy=copy,
         )

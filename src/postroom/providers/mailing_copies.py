@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from postroom.messages import RenderedEmail
+from postroom.messages import MailingCopy, RenderedEmail
 from postroom.providers.http_batching import Personalized, alone, personalize, recipient_values
 
 __all__ = ["personalize_all"]
@@ -33,7 +33,13 @@ def personalize_all(
         return [alone(batch[0])]
     items: list[Personalized] = []
     last: _Copy | None = None
+    layouts: dict[int, _Layout | None] = {}
     for email in batch:
+        if email.copy is not None:
+            copied = _from_layout(email, email.copy, layouts, placeholder, marker_prefix)
+            if copied is not None:
+                items.append(copied)
+                continue
         item = None
         if last is not None:
             values = recipient_values(email)
@@ -46,6 +52,38 @@ def personalize_all(
                 last = _Copy(item, placeholder)
         items.append(item)
     return items
+
+
+_Layout = tuple[str, str, str, dict[str, str], tuple[object, ...]]
+
+
+def _from_layout(
+    email: RenderedEmail,
+    copy: MailingCopy,
+    layouts: dict[int, _Layout | None],
+    placeholder: Callable[[str], str],
+    marker_prefix: str,
+) -> Personalized | None:
+    """A copy of a mailing, personalized from the layout it was filled from (see
+    :class:`~postroom.messages.MailingCopy`): no search, and exact. None when the layout or
+    a value holds the ESP's marker syntax, which the ESP would substitute."""
+    key = id(copy.mailing)
+    if key not in layouts:
+        subject, html, text, headers = copy.layout(placeholder)
+        probe = {name: "" for name in copy.values}
+        literal = copy.layout(lambda name: probe[name])
+        unsafe = any(marker_prefix in part for part in (*literal[:3], *literal[3].values()))
+        layouts[key] = None if unsafe else (
+            subject, html, text, dict(headers),
+            (email.sender, email.email_type, email.category, subject, html, text,
+             tuple(sorted(headers.items())), key),
+        )  # fmt: skip
+    layout = layouts[key]
+    if layout is None or any(marker_prefix in value for value in copy.values.values()):
+        return None
+    subject, html, text, headers, group = layout
+    values = {**copy.values, "send_id": email.send_id, "message_id": email.message_id}
+    return Personalized(email, subject, html, text, headers, values, group)
 
 
 class _Copy:

@@ -63,7 +63,7 @@ def expected(renderer: Renderer, content: CampaignContent, r: ChunkRecipient) ->
 
 
 def comparable(email: object) -> object:
-    return {k: v for k, v in vars_of(email).items() if k != "date"}
+    return {k: v for k, v in vars_of(email).items() if k not in ("date", "copy")}
 
 
 def vars_of(email: object) -> dict[str, object]:
@@ -124,3 +124,29 @@ def test_ab_variants_apply_to_the_probed_copies(winner: int) -> None:
         assert {e.subject for e in emails} == {"A Slow writing"}
     else:
         assert {e.sender for e in emails} == {"Jane at Platform <noreply@mail.platform.example>"}
+
+
+@pytest.mark.parametrize("esp", ["sendgrid", "mailgun"])
+def test_batch_calls_built_from_the_layout_give_every_recipient_their_own_copy(esp: str) -> None:
+    from postroom.providers import mailgun, sendgrid
+
+    module = sendgrid if esp == "sendgrid" else mailgun
+    renderer = make_renderer(TemplateRegistry.load(bundled_templates_dir()))
+    content = CampaignContent(CAMPAIGN, "letters", "new_post_notification", POST, {}, None)
+    emails = ChunkRenderer(renderer).render(content, recipients(), None, failed=[])
+    items = module.personalize_all(emails, module._marker, marker_prefix=module._MARKER_PREFIX)
+    from_layout = [i for i in items if i.email.copy is not None]
+    assert len(from_layout) == 4  # plain values; the others were rendered one by one
+    assert len({i.key for i in from_layout}) == 2  # named and unnamed copies: two calls
+    for item in items:
+
+        def fill(text: str, item: object = item) -> str:
+            for name, value in item.values.items():  # type: ignore[attr-defined]
+                text = text.replace(module._marker(name), value)
+            return text
+
+        email = item.email
+        assert fill(item.subject) == email.subject
+        assert fill(item.html) == email.html
+        assert fill(item.text) == email.text
+        assert {k: fill(v) for k, v in item.headers.items()} == dict(email.headers)
