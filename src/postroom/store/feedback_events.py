@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
-from ulid import ULID
 
 from postroom.store import feedback_sqlite as sqlite_sql
 from postroom.store.feedback_binding import BoundSend
@@ -33,9 +33,12 @@ _INSERT_EVENTS = {
 
 
 def event_ids(count: int) -> list[str]:
-    """ULIDs for one request's events: one timestamp, 80 fresh random bits each (python-ulid
-    takes ~3 µs an id, a tenth of storing an event)."""
-    stamp = str(ULID())[:10]
+    """ULIDs for one request's events: the time in milliseconds, then 80 fresh random bits
+    each (python-ulid takes ~3 µs an id, a fifth of storing an event). Base32 turns 5 bytes
+    into 8 characters: the time goes in as 10 bytes whose last 50 bits (2 zero bits, then 48)
+    are its 10 characters, the randomness as 10 bytes (16 characters) an id."""
+    now = (time.time_ns() // 1_000_000).to_bytes(10, "big")
+    stamp = base64.b32encode(now).translate(_CROCKFORD).decode()[6:]
     noise = base64.b32encode(os.urandom(10 * count)).translate(_CROCKFORD).decode()
     return [stamp + noise[16 * i : 16 * (i + 1)] for i in range(count)]
 
