@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 
 from postroom import metrics
@@ -186,5 +187,5 @@ class ChunkSender:
 
     @staticmethod
     def _count(outcomes: list[RecipientOutcome]) -> None:
-        for outcome in outcomes:
-            metrics.CAMPAIGN_RECIPIENTS.labels(outcome.state.value).inc()
+        for state, count in Counter(outcome.state.value for outcome in outcomes).items():
+            metrics.CAMPAIGN_RECIPIENTS.labels(state).inc(count)
