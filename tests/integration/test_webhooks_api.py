@@ -258,6 +258,18 @@ def test_unconfigured_and_unknown_providers_are_404(settings: Settings) -> None:
         assert client.post("/webhooks/sparkpost", content=b"{}").status_code == 404
 
 
+def test_the_route_is_documented_and_other_methods_are_refused(settings: Settings) -> None:
+    # Served by a plain Starlette route ahead of FastAPI's, documented by FastAPI's.
+    svc = Service(webhook_settings(settings))
+    with TestClient(svc.app) as client:
+        documented = client.get("/openapi.json").json()["paths"]["/webhooks/{provider}"]
+        assert list(documented) == ["post"]
+        answer = documented["post"]["responses"]["200"]["content"]["application/json"]
+        assert answer["schema"] == {"$ref": "#/components/schemas/WebhookAnswer"}
+        assert client.get("/webhooks/mailgun").status_code == 405
+        assert client.post("/webhooks/mailgun/extra", content=b"{}").status_code == 404
+
+
 def test_a_signed_bounce_stops_the_next_send(tmp_path: Path) -> None:
     """End to end on the embedded default: send, a SendGrid hard bounce for that send, and
     the next send to the address is skipped and recorded as suppressed."""

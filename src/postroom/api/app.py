@@ -68,7 +68,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     )
     app.include_router(emails.router)
     app.include_router(deliverability.router)
-    app.include_router(webhooks.router)
+    webhooks.install(app)
     app.include_router(unsubscribe.router)
     app.include_router(preferences.router)
     app.include_router(subscribers.router)
