@@ -305,3 +305,31 @@ async def test_ab_test_without_a_significant_difference_sends_the_default(
     assert "no significant difference" in (status.status_reason or "")
     subjects = Counter(e.subject for e in fake_provider.delivered)
     assert subjects == {"A: Slow writing": 100, "B: Slow writing": 900}
+
+
+async def test_an_erased_subscriber_is_skipped_and_leaves_no_address_in_the_campaign(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    from sqlalchemy import select
+
+    from postroom.store.schema import campaign_recipients
+
+    emails = await make_audience(postroom, "letters", 30)
+    campaigns = Campaigns(postroom.db)
+    campaign = await campaigns.create(NewCampaign("letters", "new_post_notification", POST))
+    assert await campaigns.start(campaign.id)  # snapshot taken; nothing sent yet
+    held = await postroom.personal_data.export(emails[3])
+    assert [row["campaign_id"] for row in held["campaigns"]] == [campaign.id]
+    await postroom.personal_data.erase(emails[3])
+    worker = RunningWorker(postroom)
+    try:
+        await finished(campaigns, campaign.id, worker)
+    finally:
+        await worker.shutdown()
+    status = await campaigns.get(campaign.id)
+    assert (status.sent, status.suppressed) == (29, 1)
+    assert emails[3] not in {e.recipient for e in fake_provider.delivered}
+    stored = await postroom.db.read(
+        lambda conn: conn.execute(select(campaign_recipients.c.email)).scalars().all()
+    )
+    assert emails[3] not in stored and None in stored

@@ -76,7 +76,7 @@ class _Open:
 
     position: int
     subscriber_id: str
-    email: str
+    email: str | None  # None once the subscriber was erased (GDPR)
     name: str | None
     variant: int | None
     attempts: int
@@ -158,10 +158,12 @@ class CampaignLedger:
                 changes.append(_change(job, position, RecipientState.AMBIGUOUS, now, "in doubt"))
             counts["ambiguous"] += len(in_doubt)
             rows = [r for r in rows if r.position not in in_doubt]
-        blocked = self._suppressions.blocked_within(conn, [r.email for r in rows], marketing=True)
+        addresses = [r.email for r in rows if r.email]
+        blocked = self._suppressions.blocked_within(conn, addresses, marketing=True)
         to_send: list[ChunkRecipient] = []
         for r in rows:
-            if r.email.lower() in blocked:
+            # No address: the subscriber was erased (GDPR) after the snapshot.
+            if not r.email or r.email.lower() in blocked:
                 changes.append(_change(job, r.position, RecipientState.SUPPRESSED, now, None))
                 counts["suppressed"] += 1
             else:

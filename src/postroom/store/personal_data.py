@@ -22,6 +22,7 @@ from sqlalchemy import Connection, delete, or_, select, update
 
 from postroom.store.database import Database
 from postroom.store.schema import (
+    campaign_recipients,
     consent_records,
     dead_letters,
     events,
@@ -114,6 +115,7 @@ def _export_within(conn: Connection, key: str) -> dict[str, Any]:
     held: dict[str, Any] = {"email": key, "address_hash": address_hash(key)}
     held["subscriber"] = _plain(person) if person else None
     held["subscriptions"] = []
+    held["campaigns"] = []
     held["consent_records"] = []
     if person is not None:
         subs = conn.execute(
@@ -129,6 +131,14 @@ def _export_within(conn: Connection, key: str) -> dict[str, Any]:
             .order_by(consent_records.c.id)
         )
         held["consent_records"] = [_plain(r, ("id", "subscriber_id")) for r in consents]
+        held["campaigns"] = [
+            _plain(r, ("subscriber_id", "email", "name"))
+            for r in conn.execute(
+                select(campaign_recipients)
+                .where(campaign_recipients.c.subscriber_id == person.id)
+                .order_by(campaign_recipients.c.campaign_id)
+            )
+        ]
     ids = _send_ids(conn, key)
     held["sends"] = []
     for chunk in _chunks(ids):
@@ -186,5 +196,12 @@ def _erase_within(conn: Connection, key: str) -> dict[str, int]:
             .where(subscribers.c.id == person.id)
             .values(email=None, name=None, status=SubscriberStatus.ERASED.value)
         )
+        # Campaigns keep their recipient rows as their record, without the address. (No
+        # index on subscriber_id: an erasure scans them, which is rare enough to afford.)
+        counts["campaign_recipients"] = conn.execute(
+            update(campaign_recipients)
+            .where(campaign_recipients.c.subscriber_id == person.id)
+            .values(email=None, name=None)
+        ).rowcount
     counts["subscriber"] = 1 if person is not None else 0
     return counts
