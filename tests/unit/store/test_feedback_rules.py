@@ -8,6 +8,7 @@ import pytest
 
 from postroom.store.feedback_rules import (
     POLICY_BLOCKED,
+    campaign_counter,
     soft_bounce_streak,
     state_for,
     stronger,
@@ -86,3 +87,20 @@ def test_soft_bounce_streak_stops_at_the_last_delivery(
     latest_first: list[str], streak: int
 ) -> None:
     assert soft_bounce_streak(latest_first) == streak
+
+
+def test_each_campaign_counter_moves_once_per_recipient_whatever_the_order() -> None:
+    # Every order of arrival: states only rise, and a counter moves when the state becomes it.
+    for arrivals in itertools.permutations(["delivered", "bounced_soft", "complained"]):
+        state: str | None = None
+        counted: list[str] = []
+        for heard in arrivals:
+            new = stronger(state, heard)
+            if (counter := campaign_counter(state, new)) is not None:
+                counted.append(counter)
+            state = new
+        assert len(counted) == len(set(counted)), arrivals
+        assert counted[-1] == "complained"
+    assert campaign_counter(None, POLICY_BLOCKED) == "bounced_soft"
+    assert campaign_counter("delivered", "delivered") is None
+    assert campaign_counter(None, FeedbackType.DEFERRED.value) is None
