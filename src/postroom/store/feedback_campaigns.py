@@ -105,7 +105,9 @@ def apply_to_campaigns(
     counts: dict[str, Counter[str]] = {}
     states: dict[str, str | None] = {}
     for (campaign_id, position), one in sorted(heard.items()):  # a fixed lock order
-        row = conn.execute(_RECIPIENT, {"campaign_id": campaign_id, "position": position}).one()
+        row = conn.execute(_RECIPIENT, {"campaign_id": campaign_id, "position": position}).first()
+        if row is None:  # its campaign was deleted since the event was bound
+            continue
         state = stronger(row.feedback, one.state) if one.state else row.feedback
         opened_at = _earliest(row.opened_at, one.opened_at)
         clicked_at = _earliest(row.clicked_at, one.clicked_at)
