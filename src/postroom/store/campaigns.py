@@ -11,50 +11,26 @@ recipient is in ``store/campaign_ledger.py``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, and_, func, select, text, update
+from sqlalchemy import Connection, Row, func, select, text, update
 from ulid import ULID
 
 from postroom.errors import InvalidMessageError, NotFoundError
+from postroom.store import campaign_rows as rows
 from postroom.store.campaign_records import (
-    CHUNK_SIZE,
-    AbMetric,
-    AbTest,
     CampaignContent,
     CampaignState,
     CampaignStatus,
     ChunkJob,
     ChunkState,
     NewCampaign,
-    RecipientState,
-    Variant,
-    VariantResult,
 )
 from postroom.store.database import Database
-from postroom.store.schema import campaign_chunks, campaign_recipients, campaigns, lists
-
-_SNAPSHOT = """
-INSERT INTO campaign_recipients
-    (campaign_id, position, subscriber_id, email, name, status, attempts)
-SELECT :campaign_id, row_number() OVER (ORDER BY {order}) - 1, sub.id, sub.email, sub.name,
-       'pending', 0
-FROM subscriptions s JOIN subscribers sub ON sub.id = s.subscriber_id
-WHERE s.list_id = :list_id AND s.status = 'active' AND sub.status = 'active'
-  AND sub.email IS NOT NULL
-  AND (s.consent_expires_at IS NULL OR s.consent_expires_at > :now)
-"""
-_COUNTS = select(
-    func.coalesce(func.sum(campaign_chunks.c.sent), 0),
-    func.coalesce(func.sum(campaign_chunks.c.failed), 0),
-    func.coalesce(func.sum(campaign_chunks.c.suppressed), 0),
-    func.coalesce(func.sum(campaign_chunks.c.ambiguous), 0),
-)
+from postroom.store.schema import campaign_chunks, campaigns, lists
 
 
 class Campaigns:
@@ -65,14 +41,14 @@ class Campaigns:
         self._now = clock or (lambda: datetime.now(UTC))
 
     async def create(self, new: NewCampaign) -> CampaignStatus:
-        _check(new)
+        rows.check(new)
         now = self._now()
         campaign_id = str(ULID())
         document = {
             "template_data": new.template_data,
             "metadata": new.metadata,
             "spread_seconds": new.spread_seconds,
-            "ab_test": _ab_document(new.ab_test),
+            "ab_test": rows.ab_document(new.ab_test),
         }
 
         def work(conn: Connection) -> None:
@@ -90,7 +66,7 @@ class Campaigns:
                     "send_at": new.send_at or now,
                     "total": 0,
                     "chunks": 0,
-                    **dict.fromkeys(_FEEDBACK_COUNTERS, 0),
+                    **dict.fromkeys(rows.FEEDBACK_COUNTERS, 0),
                     "created_at": now,
                     "updated_at": now,
                 },
@@ -100,7 +76,7 @@ class Campaigns:
         return await self.get(campaign_id)
 
     async def get(self, campaign_id: str) -> CampaignStatus:
-        status = await self._db.read(lambda conn: _status(conn, campaign_id))
+        status = await self._db.read(lambda conn: rows.status(conn, campaign_id))
         if status is None:
             raise NotFoundError(f"no campaign with id {campaign_id!r}")
         return status
@@ -113,7 +89,7 @@ class Campaigns:
             if status is not None:
                 query = query.where(campaigns.c.status == status.value)
             ids = conn.execute(query).scalars().all()
-            return [s for s in (_status(conn, i) for i in ids) if s is not None]
+            return [s for s in (rows.status(conn, i) for i in ids) if s is not None]
 
         return await self._db.read(work)
 
@@ -131,7 +107,7 @@ class Campaigns:
             email_type=row.email_type,
             template_data=document["template_data"],
             metadata=document["metadata"],
-            ab_test=_ab_test(document.get("ab_test")),
+            ab_test=rows.ab_test(document.get("ab_test")),
         )
 
     async def pause(self, campaign_id: str, reason: str) -> CampaignStatus:
@@ -145,11 +121,11 @@ class Campaigns:
 
     async def resume(self, campaign_id: str) -> CampaignStatus:
         def work(conn: Connection) -> None:
-            row = _row(conn, campaign_id)
+            row = rows.row(conn, campaign_id)
             if row.status != CampaignState.PAUSED.value:
                 raise InvalidMessageError(f"campaign is {row.status}, not paused", "status")
             target = CampaignState.SENDING if row.started_at else CampaignState.SCHEDULED
-            _set_status(conn, campaign_id, target, None, self._now())
+            rows.set_status(conn, campaign_id, target, None, self._now())
 
         await self._db.write(work)
         return await self.get(campaign_id)
@@ -162,12 +138,12 @@ class Campaigns:
         self, campaign_id: str, allowed: set[CampaignState], target: CampaignState, reason: str
     ) -> CampaignStatus:
         def work(conn: Connection) -> None:
-            row = _row(conn, campaign_id)
+            row = rows.row(conn, campaign_id)
             if row.status not in {s.value for s in allowed}:
                 raise InvalidMessageError(
                     f"campaign is {row.status}; cannot make it {target.value}", "status"
                 )
-            _set_status(conn, campaign_id, target, reason[:500], self._now())
+            rows.set_status(conn, campaign_id, target, reason[:500], self._now())
 
         await self._db.write(work)
         return await self.get(campaign_id)
@@ -202,12 +178,12 @@ class Campaigns:
             )
             if moved.rowcount != 1:
                 return False
-            row = _row(conn, campaign_id)
+            row = rows.row(conn, campaign_id)
             document = orjson.loads(row.document)
-            ab_test = _ab_test(document.get("ab_test"))
-            total = _snapshot(conn, campaign_id, row.list_id, ab_test is not None, now)
-            test_size = _test_size(total, ab_test) if ab_test else total
-            chunk_rows = _chunk_rows(campaign_id, total, test_size, now)
+            ab_test = rows.ab_test(document.get("ab_test"))
+            total = rows.snapshot(conn, campaign_id, row.list_id, ab_test is not None, now)
+            test_size = rows.test_size(total, ab_test) if ab_test else total
+            chunk_rows = rows.chunk_rows(campaign_id, total, test_size, now)
             if ab_test is not None:
                 conn.execute(
                     text(
@@ -216,7 +192,7 @@ class Campaigns:
                     ),
                     {"k": len(ab_test.variants), "c": campaign_id, "n": test_size},
                 )
-            _spread(chunk_rows, float(document.get("spread_seconds") or 0.0), now)
+            rows.spread(chunk_rows, float(document.get("spread_seconds") or 0.0), now)
             if chunk_rows:
                 conn.execute(campaign_chunks.insert(), chunk_rows)
             done = not chunk_rows
@@ -257,7 +233,7 @@ class Campaigns:
             )
             jobs = [ChunkJob(r.campaign_id, r.chunk) for r in conn.execute(query)]
             for job in jobs:
-                conn.execute(_chunk_update(job, ChunkState.HELD).values(
+                conn.execute(rows.chunk_update(job, ChunkState.HELD).values(
                     state=ChunkState.QUEUED.value, updated_at=now
                 ))  # fmt: skip
             return jobs
@@ -284,7 +260,7 @@ class Campaigns:
             )
             jobs = [ChunkJob(r.campaign_id, r.chunk) for r in conn.execute(query)]
             for job in jobs:
-                conn.execute(_chunk_update(job, ChunkState.QUEUED).values(updated_at=now))
+                conn.execute(rows.chunk_update(job, ChunkState.QUEUED).values(updated_at=now))
             return jobs
 
         return await self._db.write(work)
@@ -315,7 +291,7 @@ class Campaigns:
         return await self._db.write(work)
 
     async def variant_counts(self, campaign_id: str) -> dict[int, tuple[int, int, int]]:
-        return await self._db.read(lambda conn: variant_counts(conn, campaign_id))
+        return await self._db.read(lambda conn: rows.variant_counts(conn, campaign_id))
 
     async def ab_waiting(self) -> list[tuple[str, datetime]]:
         """A/B campaigns whose test group is all sent: (id, when its last chunk finished).
@@ -353,185 +329,3 @@ class Campaigns:
             return found
 
         return await self._db.write(work)
-
-
-_FEEDBACK_COUNTERS = ("delivered", "bounced_hard", "bounced_soft", "complained", "unsubscribed")
-
-
-def _check(new: NewCampaign) -> None:
-    if new.spread_seconds < 0:
-        raise InvalidMessageError("must not be negative", "spread_seconds")
-    ab = new.ab_test
-    if ab is None:
-        return
-    if not 2 <= len(ab.variants) <= 4:
-        raise InvalidMessageError("an A/B test takes 2 to 4 variants", "ab_test.variants")
-    if not 0 < ab.share <= 1:
-        raise InvalidMessageError("must be in (0, 1]", "ab_test.share")
-    if not 0 <= ab.default < len(ab.variants):
-        raise InvalidMessageError("must name one of the variants", "ab_test.default")
-    if ab.wait_seconds < 0:
-        raise InvalidMessageError("must not be negative", "ab_test.wait_seconds")
-    if any(v.subject is None and v.from_name is None for v in ab.variants):
-        raise InvalidMessageError("each variant needs a subject or a from_name", "ab_test")
-
-
-def _ab_document(ab: AbTest | None) -> dict[str, Any] | None:
-    if ab is None:
-        return None
-    document = asdict(ab)
-    document["metric"] = ab.metric.value
-    return document
-
-
-def _ab_test(document: dict[str, Any] | None) -> AbTest | None:
-    if document is None:
-        return None
-    return AbTest(
-        variants=tuple(Variant(**v) for v in document["variants"]),
-        share=document["share"],
-        wait_seconds=document["wait_seconds"],
-        metric=AbMetric(document["metric"]),
-        default=document["default"],
-        alpha=document["alpha"],
-    )
-
-
-def _test_size(total: int, ab: AbTest) -> int:
-    return min(total, max(len(ab.variants), math.ceil(total * ab.share)))
-
-
-def _snapshot(
-    conn: Connection, campaign_id: str, list_id: str, shuffled: bool, now: datetime
-) -> int:
-    # An A/B test group must be a random sample: subscriber ids follow sign-up order.
-    order = "random()" if shuffled else "sub.id"
-    params = {"campaign_id": campaign_id, "list_id": list_id, "now": _naive(now)}
-    conn.execute(text(_SNAPSHOT.format(order=order)), params)
-    query = select(func.count()).where(campaign_recipients.c.campaign_id == campaign_id)
-    return int(conn.execute(query).scalar_one())
-
-
-def _naive(when: datetime) -> datetime:
-    # Raw SQL bypasses UtcDateTime: bind the stored form (naive UTC).
-    return when.astimezone(UTC).replace(tzinfo=None)
-
-
-def _chunk_rows(
-    campaign_id: str, total: int, test_size: int, now: datetime
-) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    # The test group and the rest are cut apart, so that no chunk mixes the two.
-    for start, end, state in (
-        (0, test_size, ChunkState.HELD),
-        (test_size, total, ChunkState.WAITING),
-    ):
-        for first in range(start, end, CHUNK_SIZE):
-            rows.append(
-                {
-                    "campaign_id": campaign_id,
-                    "chunk": len(rows),
-                    "first_position": first,
-                    "size": min(CHUNK_SIZE, end - first),
-                    "state": state.value,
-                    "not_before": None,
-                    "sent": 0,
-                    "failed": 0,
-                    "suppressed": 0,
-                    "ambiguous": 0,
-                    "updated_at": now,
-                }
-            )
-    return rows
-
-
-def _spread(rows: list[dict[str, Any]], seconds: float, now: datetime) -> None:
-    """Give chunk ``i`` of ``n`` a start ``i/n`` of the way through the window."""
-    if seconds <= 0 or not rows:
-        return
-    for index, row in enumerate(rows):
-        row["not_before"] = now + timedelta(seconds=seconds * index / len(rows))
-
-
-def _chunk_update(job: ChunkJob, state: ChunkState) -> Any:
-    return update(campaign_chunks).where(
-        and_(
-            campaign_chunks.c.campaign_id == job.campaign_id,
-            campaign_chunks.c.chunk == job.chunk,
-            campaign_chunks.c.state == state.value,
-        )
-    )
-
-
-def _row(conn: Connection, campaign_id: str) -> Row[Any]:
-    row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
-    if row is None:
-        raise NotFoundError(f"no campaign with id {campaign_id!r}")
-    return row
-
-
-def _set_status(
-    conn: Connection, campaign_id: str, state: CampaignState, reason: str | None, now: datetime
-) -> None:
-    conn.execute(
-        update(campaigns)
-        .where(campaigns.c.id == campaign_id)
-        .values(status=state.value, status_reason=reason, updated_at=now)
-    )
-
-
-def _status(conn: Connection, campaign_id: str) -> CampaignStatus | None:
-    row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
-    if row is None:
-        return None
-    sent, failed, suppressed, ambiguous = conn.execute(
-        _COUNTS.where(campaign_chunks.c.campaign_id == campaign_id)
-    ).one()
-    document = orjson.loads(row.document)
-    ab = _ab_test(document.get("ab_test"))
-    return CampaignStatus(
-        id=row.id,
-        list_id=row.list_id,
-        email_type=row.email_type,
-        status=CampaignState(row.status),
-        status_reason=row.status_reason,
-        send_at=row.send_at,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        snapshot_at=row.snapshot_at,
-        finished_at=row.finished_at,
-        total=row.total,
-        chunks=row.chunks,
-        sent=int(sent),
-        failed=int(failed),
-        suppressed=int(suppressed),
-        ambiguous=int(ambiguous),
-        **{name: getattr(row, name) for name in _FEEDBACK_COUNTERS},
-        ab_state=row.ab_state,
-        ab_winner=row.ab_winner,
-        variants=_variant_results(conn, campaign_id, ab) if ab else (),
-    )
-
-
-def variant_counts(conn: Connection, campaign_id: str) -> dict[int, tuple[int, int, int]]:
-    """Per variant of the test group: (sent, unique human opens, unique clicks)."""
-    r = campaign_recipients.c
-    query = (
-        select(
-            r.variant,
-            func.count().filter(r.status == RecipientState.SENT.value),
-            func.count(r.opened_at),
-            func.count(r.clicked_at),
-        )
-        .where(r.campaign_id == campaign_id, r.variant.is_not(None))
-        .group_by(r.variant)
-    )
-    return {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in conn.execute(query)}
-
-
-def _variant_results(conn: Connection, campaign_id: str, ab: AbTest) -> tuple[VariantResult, ...]:
-    counts = variant_counts(conn, campaign_id)
-    return tuple(
-        VariantResult(index, v.subject, v.from_name, *counts.get(index, (0, 0, 0)))
-        for index, v in enumerate(ab.variants)
-    )
