@@ -294,6 +294,12 @@ async def test_ab_test_sends_the_variant_the_opens_favour_to_the_rest(
     assert "variant 0 won" in (status.status_reason or "")
     subjects = Counter(e.subject for e in fake_provider.delivered)
     assert subjects == {"A: Slow writing": 900, "B: Slow writing": 100}
+    # Analytics by campaign: its sends and the human opens bound to its recipients.
+    from postroom.store.stats import Stats
+
+    [row] = await Stats(postroom.db).summary(days=1, group_by=["campaign"])
+    assert (row.key["campaign"], row.sent, row.count("opened_human")) == (campaign_id, 1000, 55)
+    assert row.count("delivered") == 55  # an open proves delivery
 
 
 async def test_ab_test_without_a_significant_difference_sends_the_default(

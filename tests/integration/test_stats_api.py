@@ -59,5 +59,5 @@ def test_stats_count_what_was_sent_and_refuse_unknown_groupings(tmp_path: Path) 
     )
     assert wrong.returncode == 1
     assert wrong.stderr.strip() == (
-        "postroom: error: --by: unknown dimension planet; use email_type, domain, day"
+        "postroom: error: --by: unknown dimension planet; use email_type, domain, day, campaign"
     )

@@ -33,5 +33,10 @@ async def stats(
             status_code=422, content={"detail": [{"field": "group_by", "reason": reason}]}
         )
     pr: Postroom = request.app.state.postroom
-    rows = await Stats(pr.db).summary(days=days, group_by=dimensions)
+    try:
+        rows = await Stats(pr.db).summary(days=days, group_by=dimensions)
+    except ValueError as exc:
+        return JSONResponse(
+            status_code=422, content={"detail": [{"field": "group_by", "reason": str(exc)}]}
+        )
     return {"days": days, "group_by": dimensions, "rows": [row.as_dict() for row in rows]}

@@ -44,6 +44,8 @@ def stats(
     unknown = [d for d in dimensions if d not in DIMENSIONS]
     if unknown:
         fail(f"--by: unknown dimension {', '.join(unknown)}; use {', '.join(DIMENSIONS)}")
+    if "campaign" in dimensions and len(dimensions) > 1:
+        fail("--by: campaign cannot be combined with other dimensions")
     if days < 1:
         fail("--days: must be at least 1")
 

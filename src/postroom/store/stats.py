@@ -21,9 +21,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, String, and_, case, cast, func, literal, select
 
 from postroom.store.database import Database
-from postroom.store.schema import events, sends
+from postroom.store.schema import campaign_recipients, campaigns, events, sends
 
-DIMENSIONS = ("email_type", "domain", "day")
+DIMENSIONS = ("email_type", "domain", "day", "campaign")
+"""``campaign`` stands alone: a campaign's recipients are counted in its own rows."""
 _COUNTED = ("delivered", "bounced_hard", "bounced_soft", "complained", "clicked", "unsubscribed")
 _MACHINE_FLAG = '%"machine_open":true%'
 
@@ -82,7 +83,11 @@ class Stats:
         unknown = [d for d in group_by if d not in DIMENSIONS]
         if unknown:
             raise ValueError(f"cannot group by {', '.join(unknown)}; use {', '.join(DIMENSIONS)}")
+        if "campaign" in group_by and len(group_by) > 1:
+            raise ValueError("campaign cannot be combined with other dimensions")
         since = (now or datetime.now(UTC)) - timedelta(days=days)
+        if "campaign" in group_by:
+            return await self._db.read(lambda conn: _campaign_summary(conn, since))
         return await self._db.read(lambda conn: _summary(conn, since, list(group_by)))
 
 
@@ -134,6 +139,32 @@ def _summary(conn: Connection, since: datetime, group_by: list[str]) -> list[Sta
         counts = row(found[:-2]).counts
         counts[str(found[-2])] = int(found[-1])
     return [rows[key] for key in sorted(rows)]
+
+
+def _campaign_summary(conn: Connection, since: datetime) -> list[StatsRow]:
+    """One row per campaign started in the window, from its counters (kept once per recipient
+    by the feedback processor) and its recipients' first human opens and clicks. Machine
+    opens are not kept per campaign recipient: ``opened_machine`` is 0 here."""
+    r = campaign_recipients.c
+    found = conn.execute(
+        select(campaigns).where(campaigns.c.started_at >= since).order_by(campaigns.c.started_at)
+    ).all()
+    rows = []
+    for campaign in found:
+        sent, opened, clicked = conn.execute(
+            select(
+                func.count().filter(r.status == "sent"), func.count(r.opened_at),
+                func.count(r.clicked_at),
+            ).where(r.campaign_id == campaign.id)
+        ).one()  # fmt: skip
+        counts = {name: int(getattr(campaign, name)) for name in _CAMPAIGN_COUNTERS}
+        counts.update(opened_human=int(opened), clicked=int(clicked))
+        key = {"campaign": campaign.id, "email_type": campaign.email_type}
+        rows.append(StatsRow(key=key, sent=int(sent), counts=counts))
+    return rows
+
+
+_CAMPAIGN_COUNTERS = ("delivered", "bounced_hard", "bounced_soft", "complained", "unsubscribed")
 
 
 def _payload_text(conn: Connection) -> ColumnElement[str]:
