@@ -48,7 +48,19 @@ _SET_STATUS = (
 )
 _BEGIN = (
     "UPDATE campaign_recipients SET status = 'sending', attempts = attempts + 1, "
-    "updated_at = :now WHERE campaign_id = :c AND position = :p AND status = 'pending'"
+    "updated_at = :now WHERE campaign_id = :c AND position >= :first AND position < :end "
+    "AND status = 'pending'"
+)
+# Outcomes land only on rows still ``sending``: a row another worker found in doubt (this one
+# outlived its lease) keeps its ``ambiguous``, and the counters count what changed.
+_SETTLE_ROW = (
+    "UPDATE campaign_recipients SET status = :status, updated_at = :now, error = :error, "
+    "provider_message_id = :pid WHERE campaign_id = :c AND position = :p AND status = 'sending'"
+)
+_SETTLE_REST = (
+    "UPDATE campaign_recipients SET status = :status, updated_at = :now, error = :error, "
+    "provider_message_id = :pid WHERE campaign_id = :c AND position >= :first "
+    "AND position < :end AND status = 'sending'"
 )
 _REOPEN = (
     "UPDATE campaign_recipients SET status = 'pending' WHERE campaign_id = :c "
@@ -91,14 +103,14 @@ def _select(conn: Connection, statement: str, params: dict[str, Any]) -> list[An
     return list(conn.execute(text(statement), params).all())
 
 
-def _many(conn: Connection, statement: str, rows: list[dict[str, Any]]) -> None:
+def _many(conn: Connection, statement: str, rows: list[dict[str, Any]]) -> int:
+    """Run ``statement`` once per row; the rows it changed in all."""
     if not rows:
-        return
+        return 0
     driver = sqlite_connection(conn)
     if driver is not None:
-        driver.executemany(statement, rows)
-    else:
-        conn.execute(text(statement), rows)
+        return driver.executemany(statement, rows).rowcount
+    return int(conn.execute(text(statement), rows).rowcount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +185,13 @@ class CampaignLedger:
                     )
                 )
         _many(conn, _SET_STATUS, changes)
-        resent = [{"c": job.campaign_id, "p": r.position, "now": now} for r in to_send]
         if in_doubt and self._resend_ambiguous:
             # In-doubt rows being resent by policy are ``sending`` already: reopen them first.
-            _many(conn, _REOPEN, [row for row in resent if row["p"] in in_doubt])
-        _many(conn, _BEGIN, resent)
+            reopened = [{"c": job.campaign_id, "p": position} for position in in_doubt]
+            _many(conn, _REOPEN, reopened)
+        if to_send:
+            # Every row of the span still pending is one of ``to_send``: one statement.
+            _execute(conn, _BEGIN, {**span, "now": now})
         _add_counts(conn, job, counts, datetime.fromtimestamp(now, UTC))
         return PreparedChunk(state, to_send=to_send, ab_winner=row.ab_winner)
 
@@ -200,23 +214,59 @@ class CampaignLedger:
     def _settle(self, conn: Connection, job: ChunkJob, outcomes: Sequence[RecipientOutcome]) -> int:
         now = self._clock()
         when = datetime.fromtimestamp(now, UTC)
-        changes = [
-            _change(job, o.position, o.state, now, o.error, o.provider_message_id) for o in outcomes
-        ]
-        _many(conn, _SET_STATUS, changes)
-        counts = Counter(_COUNTED[o.state] for o in outcomes if o.state in _COUNTED)
-        _add_counts(conn, job, counts, when)
         chunk = _chunk(conn, job)
         if chunk is None:
             return 0
         span = {"c": job.campaign_id, "first": chunk.first_position}
-        still_open = int(
-            conn.execute(_STILL_OPEN, {**span, "end": span["first"] + chunk.size}).scalar_one()
-        )
+        span["end"] = chunk.first_position + chunk.size
+        _add_counts(conn, job, _record(conn, job, span, outcomes, now), when)
+        still_open = int(conn.execute(_STILL_OPEN, span).scalar_one())
         if still_open == 0:
             _set_chunk_state(conn, job, ChunkState.DONE, when)
             _finish_if_complete(conn, job.campaign_id, when)
         return still_open
+
+
+def _record(
+    conn: Connection,
+    job: ChunkJob,
+    span: dict[str, Any],
+    outcomes: Sequence[RecipientOutcome],
+    now: float,
+) -> Counter[str]:
+    """Write ``outcomes``; the counter changes they make. Most of a chunk usually shares one
+    outcome (sent, with the batch call's id): that one is written as a single range update
+    over the rows left ``sending``, the others row by row first."""
+    groups: dict[tuple[RecipientState, str | None, str | None], list[int]] = {}
+    for o in outcomes:
+        key = (o.state, o.provider_message_id, o.error[:500] if o.error else None)
+        groups.setdefault(key, []).append(o.position)
+    counts: Counter[str] = Counter()
+    if not groups:
+        return counts
+    largest = max(groups, key=lambda key: len(groups[key]))
+    for key, positions in groups.items():
+        state, pid, error = key
+        values = {"c": job.campaign_id, "status": state.value, "now": now, "error": error,
+                  "pid": pid}  # fmt: skip
+        if key == largest:
+            continue
+        changed = _many(conn, _SETTLE_ROW, [{**values, "p": p} for p in positions])
+        if state in _COUNTED:
+            counts[_COUNTED[state]] += changed
+    state, pid, error = largest
+    values = {**span, "status": state.value, "now": now, "error": error, "pid": pid}
+    changed = _execute(conn, _SETTLE_REST, values)
+    if state in _COUNTED:
+        counts[_COUNTED[state]] += changed
+    return counts
+
+
+def _execute(conn: Connection, statement: str, params: dict[str, Any]) -> int:
+    driver = sqlite_connection(conn)
+    if driver is not None:
+        return driver.execute(statement, params).rowcount
+    return int(conn.execute(text(statement), params).rowcount)
 
 
 def _change(

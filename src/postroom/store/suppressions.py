@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,10 @@ _BLOCKED = select(suppressions.c.address_hash).where(
 )
 
 _SQLITE_BLOCKED = "SELECT 1 FROM suppressions WHERE address_hash = ? AND scope IN (?, ?)"
+_SQLITE_BLOCKED_MANY = (
+    "SELECT DISTINCT address_hash FROM suppressions WHERE scope IN (?, ?) AND address_hash IN ({})"
+)
+_ONE_BY_ONE = 16  # up to this many addresses, one primary-key lookup each is cheapest
 
 
 _INSERT_IGNORING_CONFLICTS = {
@@ -247,6 +252,8 @@ class Suppressions:
         driver = sqlite_connection(conn)
         if driver is not None:
             both = (scopes * 2)[:2]  # the statement takes two scopes; repeat a single one
+            if len(by_hash) > _ONE_BY_ONE:
+                return _blocked_in_lists(driver, by_hash, both)
             return {
                 email
                 for key, email in sorted(by_hash.items())
@@ -258,6 +265,20 @@ class Suppressions:
             params = {"hashes": keys[start : start + 500], "scopes": scopes}
             blocked.update(by_hash[k] for k in conn.execute(_BLOCKED, params).scalars())
         return blocked
+
+
+def _blocked_in_lists(
+    driver: sqlite3.Connection, by_hash: dict[str, str], scopes: list[str]
+) -> set[str]:
+    """A campaign chunk's thousand addresses in a few IN lists rather than a thousand
+    lookups (~3 µs each on the driver)."""
+    keys = sorted(by_hash)
+    blocked: set[str] = set()
+    for start in range(0, len(keys), 500):
+        part = keys[start : start + 500]
+        statement = _SQLITE_BLOCKED_MANY.format(", ".join("?" * len(part)))
+        blocked.update(by_hash[key] for (key,) in driver.execute(statement, (*scopes, *part)))
+    return blocked
 
 
 def _entry(row: Row[Any]) -> Suppression:
