@@ -108,3 +108,20 @@ def test_minted_tokens_are_what_itsdangerous_signs_and_verify_with_it() -> None:
     unusual = tokens.make_token("josé@exámple.com", 'type"x', "s\\1", None)
     assert tokens.read_token(unusual).recipient == "josé@exámple.com"
     assert tokens.read_token(unusual).email_type == 'type"x'
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"r": "reader@example.com", "t": "new_post_notification", "s": "C.1", "l": "jane"},
+        {"r": 'quote"d@example.com', "t": "back\\slash"},
+        {"r": "josé@exámple.com", "t": "tab\there"},
+        {"r": "all ~!#$%&'()*+,-./:;<=>?@[]^_`{|} printable", "t": "x"},
+    ],
+)
+def test_token_payloads_are_compact_json_whatever_their_values(payload: dict[str, str]) -> None:
+    import json
+
+    from postroom.rendering.unsubscribe import _compact_json
+
+    assert _compact_json(payload) == json.dumps(payload, separators=(",", ":")).encode()
