@@ -339,3 +339,62 @@ async def test_an_erased_subscriber_is_skipped_and_leaves_no_address_in_the_camp
         lambda conn: conn.execute(select(campaign_recipients.c.email)).scalars().all()
     )
     assert emails[3] not in stored and None in stored
+
+
+async def test_a_bounce_storm_pauses_the_campaign_before_its_next_chunk(
+    postroom: Postroom, fake_provider: FakeProvider
+) -> None:
+    from postroom.store.feedback import FeedbackStore
+    from postroom.webhooks.events import FeedbackType, NormalizedEvent
+
+    fake_provider.max_batch_size = 1000
+    await make_audience(postroom, "letters", 6_000)
+    campaigns = Campaigns(postroom.db)
+    campaign = await campaigns.create(NewCampaign("letters", "new_post_notification", POST))
+    gate = asyncio.Event()
+    original = fake_provider.send
+
+    async def held_after_the_first_chunk(batch):  # type: ignore[no-untyped-def]
+        if fake_provider.delivered:
+            await gate.wait()
+        return await original(batch)
+
+    fake_provider.send = held_after_the_first_chunk  # type: ignore[method-assign]
+    worker = RunningWorker(postroom)
+    try:
+
+        async def first_chunk_recorded() -> bool:
+            return (await campaigns.get(campaign.id)).sent >= 1000
+
+        await worker.until(first_chunk_recorded)
+        bounces = [
+            NormalizedEvent(
+                provider="fake", type=FeedbackType.BOUNCED_HARD, esp_event="bounce",
+                recipient=email.recipient, occurred_at=datetime.now(UTC),
+                postroom_send_id=email.send_id, esp_event_id=f"bounce-{email.send_id}",
+                smtp_code=550, enhanced_status="5.1.1",
+            )
+            for email in fake_provider.delivered[:150]  # a storm: 15% of the first 1,000
+        ]  # fmt: skip
+        await FeedbackStore(postroom.db, postroom.suppressions).ingest(bounces)
+        gate.set()
+
+        async def paused() -> bool:
+            return (await campaigns.get(campaign.id)).status is CampaignState.PAUSED
+
+        try:
+            await worker.until(paused)
+        except AssertionError:
+            raise AssertionError((await campaigns.get(campaign.id)).as_dict()) from None
+        await asyncio.sleep(0.5)
+        status = await campaigns.get(campaign.id)
+        # Chunks already with the provider when the bounces came finish; none starts after.
+        assert status.sent <= 1000 * (1 + 2 * 2), status.sent
+        assert status.sent < status.total
+        assert (status.status_reason or "").startswith("paused itself: hard-bounce rate")
+        # An operator who resumes it overrides the guard: it finishes.
+        await campaigns.resume(campaign.id)
+        await finished(campaigns, campaign.id, worker)
+    finally:
+        await worker.shutdown()
+    assert (await campaigns.get(campaign.id)).sent == 6_000

@@ -9,7 +9,7 @@ from postroom.campaigns.sender import ChunkSender
 from postroom.config import Settings
 from postroom.queue.base import QueueBackend
 from postroom.rendering.renderer import Renderer
-from postroom.store.campaign_ledger import CampaignLedger
+from postroom.store.campaign_ledger import CampaignLedger, ReputationGuard
 from postroom.store.campaigns import Campaigns
 from postroom.store.database import Database
 from postroom.store.suppressions import Suppressions
@@ -30,7 +30,14 @@ def build_dispatcher(
         queue=pipeline.queue,
         campaigns=Campaigns(db),
         ledger=CampaignLedger(
-            db, suppressions, resend_ambiguous=policy.resend_ambiguous(marketing=True)
+            db,
+            suppressions,
+            resend_ambiguous=policy.resend_ambiguous(marketing=True),
+            guard=ReputationGuard(
+                bounce_rate=settings.alert_bounce_rate,
+                complaint_rate=settings.alert_complaint_critical,
+                min_sends=settings.alert_min_sends,
+            ),
         ),
         suppressions=suppressions,
         renderer=ChunkRenderer(renderer),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, text, update
+from sqlalchemy import Connection, Row, func, select, text, update
 
 from postroom.store.campaign_records import (
     CampaignState,
@@ -130,8 +130,10 @@ class CampaignLedger:
         suppressions: Suppressions,
         *,
         resend_ambiguous: bool = False,
+        guard: ReputationGuard | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._guard = guard
         self._db = db
         self._suppressions = suppressions
         self._resend_ambiguous = resend_ambiguous
@@ -143,9 +145,13 @@ class CampaignLedger:
     def _prepare(self, conn: Connection, job: ChunkJob, lease_seconds: float) -> PreparedChunk:
         now = self._clock()
         row = conn.execute(
-            select(campaigns.c.status, campaigns.c.ab_winner).where(
-                campaigns.c.id == job.campaign_id
-            )
+            select(
+                campaigns.c.status,
+                campaigns.c.ab_winner,
+                campaigns.c.bounced_hard,
+                campaigns.c.complained,
+                campaigns.c.status_reason,
+            ).where(campaigns.c.id == job.campaign_id)
         ).first()
         if row is None:
             return PreparedChunk(CampaignState.CANCELLED)  # deleted: nothing to send
@@ -153,6 +159,12 @@ class CampaignLedger:
         chunk = _chunk(conn, job)
         if chunk is None or chunk.state == ChunkState.DONE.value:
             return PreparedChunk(CampaignState.FINISHED)
+        overridden = (row.status_reason or "").startswith(OVERRIDE_PREFIX)
+        if state is CampaignState.SENDING and self._guard is not None and not overridden:
+            reason = self._guard.breached(conn, job.campaign_id, row.bounced_hard, row.complained)
+            if reason is not None:
+                _pause(conn, job.campaign_id, reason, datetime.fromtimestamp(now, UTC))
+                state = CampaignState.PAUSED
         if state is not CampaignState.SENDING:
             if state is CampaignState.PAUSED:
                 _set_chunk_state(conn, job, ChunkState.HELD)  # resume publishes it again
@@ -312,6 +324,55 @@ def _add_counts(conn: Connection, job: ChunkJob, counts: Counter[str], when: dat
         update(campaign_chunks)
         .where(c.campaign_id == job.campaign_id, c.chunk == job.chunk)
         .values(updated_at=when, **values)
+    )
+
+
+GUARD_PREFIX = "paused itself:"
+OVERRIDE_PREFIX = "resumed by an operator after it paused itself"
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationGuard:
+    """Checked before every chunk goes out: a campaign whose hard-bounce or complaint rate
+    (of its recipients sent so far, once ``min_sends`` have gone) has crossed the critical
+    line pauses itself, so it stops within a chunk or two of crossing it however fast it
+    sends. The alert monitor reports it (``alerts/``). An operator who resumes a campaign it
+    paused overrides it for that campaign (``Campaigns.resume``)."""
+
+    bounce_rate: float
+    complaint_rate: float
+    min_sends: int
+
+    def breached(
+        self, conn: Connection, campaign_id: str, bounced: int, complained: int
+    ) -> str | None:
+        if bounced + complained == 0:
+            return None
+        c = campaign_chunks.c
+        sent = int(
+            conn.execute(
+                select(func.coalesce(func.sum(c.sent), 0)).where(c.campaign_id == campaign_id)
+            ).scalar_one()
+        )
+        if sent < self.min_sends:
+            return None
+        for what, count, line in (
+            ("hard-bounce", bounced, self.bounce_rate),
+            ("complaint", complained, self.complaint_rate),
+        ):
+            if count / sent > line:
+                return (
+                    f"{GUARD_PREFIX} {what} rate {count / sent:.2%} of {sent} sent is over "
+                    f"the critical line {line:.2%}"
+                )
+        return None
+
+
+def _pause(conn: Connection, campaign_id: str, reason: str, when: datetime) -> None:
+    conn.execute(
+        update(campaigns)
+        .where(campaigns.c.id == campaign_id, campaigns.c.status == CampaignState.SENDING.value)
+        .values(status=CampaignState.PAUSED.value, status_reason=reason, updated_at=when)
     )
 
 

@@ -21,6 +21,7 @@ from ulid import ULID
 
 from postroom.errors import InvalidMessageError, NotFoundError
 from postroom.store import campaign_rows as rows
+from postroom.store.campaign_ledger import GUARD_PREFIX, OVERRIDE_PREFIX
 from postroom.store.campaign_records import (
     CampaignContent,
     CampaignState,
@@ -125,7 +126,11 @@ class Campaigns:
             if row.status != CampaignState.PAUSED.value:
                 raise InvalidMessageError(f"campaign is {row.status}, not paused", "status")
             target = CampaignState.SENDING if row.started_at else CampaignState.SCHEDULED
-            rows.set_status(conn, campaign_id, target, None, self._now())
+            reason = None
+            if (row.status_reason or "").startswith(GUARD_PREFIX):
+                # The operator looked and decided: the guard does not pause it again.
+                reason = f"{OVERRIDE_PREFIX} ({row.status_reason})"[:500]
+            rows.set_status(conn, campaign_id, target, reason, self._now())
 
         await self._db.write(work)
         return await self.get(campaign_id)
