@@ -156,7 +156,7 @@ class CampaignLedger:
         if row is None:
             return PreparedChunk(CampaignState.CANCELLED)  # deleted: nothing to send
         state = CampaignState(row.status)
-        chunk = _chunk(conn, job)
+        chunk = _chunk(conn, job, lock=True)
         if chunk is None or chunk.state == ChunkState.DONE.value:
             return PreparedChunk(CampaignState.FINISHED)
         overridden = (row.status_reason or "").startswith(OVERRIDE_PREFIX)
@@ -234,6 +234,12 @@ class CampaignLedger:
         _add_counts(conn, job, _record(conn, job, span, outcomes, now), when)
         still_open = int(conn.execute(_STILL_OPEN, span).scalar_one())
         if still_open == 0:
+            # The campaign's row is locked first so that the last chunks' settles take turns:
+            # under READ COMMITTED each would otherwise see the other's chunk still open, and
+            # neither would finish the campaign.
+            conn.execute(
+                select(campaigns.c.id).where(campaigns.c.id == job.campaign_id).with_for_update()
+            )
             _set_chunk_state(conn, job, ChunkState.DONE, when)
             _finish_if_complete(conn, job.campaign_id, when)
         return still_open
@@ -299,11 +305,13 @@ def _change(
     }
 
 
-def _chunk(conn: Connection, job: ChunkJob) -> Row[Any] | None:
+def _chunk(conn: Connection, job: ChunkJob, *, lock: bool = False) -> Row[Any] | None:
+    """The chunk's row; ``lock`` holds it until commit (PostgreSQL; SQLite's write
+    transactions are serial anyway), so two deliveries of one chunk decide one after the
+    other: the second then finds the recipients ``sending`` and stands back."""
     c = campaign_chunks.c
-    return conn.execute(
-        select(campaign_chunks).where(c.campaign_id == job.campaign_id, c.chunk == job.chunk)
-    ).first()
+    query = select(campaign_chunks).where(c.campaign_id == job.campaign_id, c.chunk == job.chunk)
+    return conn.execute(query.with_for_update() if lock else query).first()
 
 
 def _set_chunk_state(
