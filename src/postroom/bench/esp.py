@@ -8,7 +8,8 @@ it reads each request, counts its recipients and answers as the ESP does (SendGr
 make. The recipients it counted must equal those handed over, or the run fails.
 
 Two modes. ``batch``: copies of one newsletter, one per subscriber (own address, send id,
-Message-ID and unsubscribe URL), which the adapter groups 1,000 to a call; a few calls in
+Message-ID and unsubscribe URL), made as a campaign makes them (each carries the mailing's
+layout), which the adapter groups 1,000 to a call; a few calls in
 flight, as a worker with several claims has. ``single``: distinct messages (each its own
 sign-in link), one call each, handed over 64 at a time as a worker at its default
 concurrency and claim size does (the adapter makes the 64 calls concurrently).
@@ -163,20 +164,29 @@ def _renderer() -> Any:
 
 
 def newsletter_copies(count: int) -> list[RenderedEmail]:
-    """One rendering cloned per subscriber with its own address, name, send id, Message-ID and
-    unsubscribe URL (in the header and both bodies), as rendering each would give."""
-    event = EmailEvent(
+    """A newsletter's copies as a campaign makes them (``campaigns/render.py``): one per
+    subscriber with their own address, name, send id, Message-ID and unsubscribe URL, each
+    carrying the mailing's layout, which the batch APIs are built from."""
+    from postroom.campaigns.render import ChunkRenderer
+    from postroom.store.campaign_records import CampaignContent, ChunkRecipient
+
+    content = CampaignContent(
+        id="01KBENCH000000000000000000",
+        list_id="bench-list",
         email_type="new_post_notification",
-        recipient_email="reader0@example.com",
-        recipient_name="Reader 0",
         template_data={
             "creator_name": "Jane Doe",
             "post_title": "Why slow writing wins",
             "post_url": "https://platform.example/jane/slow-writing",
         },
+        metadata={},
+        ab_test=None,
     )
-    base = _renderer().render(event, send_id="bench000000")
-    return subscriber_copies(base, count, lambda i: f"bench{i:06d}")
+    recipients = [
+        ChunkRecipient(i, f"B{i:025d}", f"reader{i}@example.com", f"Reader {i}", None, 1)
+        for i in range(count)
+    ]
+    return ChunkRenderer(_renderer()).render(content, recipients, None, failed=[])
 
 
 def subscriber_copies(
