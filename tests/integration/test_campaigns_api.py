@@ -124,6 +124,13 @@ def test_cli_sends_and_reports(settings: Settings, env: dict[str, str]) -> None:
     created = orjson.loads(out)
     # An empty list: snapshotted at once, nothing to send, finished.
     assert (created["status"], created["total"]) == ("finished", 0)
+    code, out, err = invoke(
+        env, "campaign", "send", "--list", "essays", "--type", "new_post_notification",
+        "--data", orjson.dumps(POST).decode(), "--wait",
+    )  # fmt: skip
+    # --wait follows the campaign to its end: empty, so at once, with the bar on stderr.
+    assert code == 0 and orjson.loads(out)["status"] == "finished", err
+    assert "campaign" in err and "finished" in err
     code, out, _ = invoke(env, "campaign", "status", created["id"])
     assert code == 0 and orjson.loads(out)["id"] == created["id"]
     code, _, err = invoke(
