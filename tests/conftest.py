@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from tests import log_scan
 from tests.fakes import FakeProvider
 
 from postroom.config import Settings
@@ -25,6 +26,14 @@ from postroom.wiring import Postroom, build_pipeline, build_worker, open_postroo
 from postroom.worker.pipeline import DeliveryPipeline
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    log_scan.install()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    log_scan.report(session)
 
 
 def require_service(available: bool, what: str) -> None:

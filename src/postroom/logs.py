@@ -43,6 +43,15 @@ def _scrub(_logger: Any, method: str, event: MutableMapping[str, Any]) -> Mutabl
 
 def configure(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
     """Route the standard logging through structlog's JSON (or console) renderer."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(formatter(json=json))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def formatter(*, json: bool = True) -> logging.Formatter:
+    """How a record is written: JSON (or console) lines, scrubbed (see the module doc)."""
     shared: list[Any] = [
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -52,7 +61,7 @@ def configure(level: str = "INFO", *, json: bool = True, stream: TextIO | None =
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -61,8 +70,3 @@ def configure(level: str = "INFO", *, json: bool = True, stream: TextIO | None =
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import make_settings, wait_for_email_status
+from tests.log_scan import CANARY
 
 from postroom.api.app import create_app
 from postroom.providers.outbox import read_index
@@ -20,7 +21,7 @@ AUTH = {"Authorization": "Bearer test-key"}
 
 NEW_POST: dict[str, Any] = {
     "email_type": "new_post_notification",
-    "recipient_email": "reader@example.com",
+    "recipient_email": CANARY,
     "recipient_name": "Zoë Reader",
     "template_data": {
         "creator_name": "Jane Doe",
@@ -53,7 +54,7 @@ def test_posted_email_lands_in_outbox_with_headers_and_both_parts(
     raw = (tmp_path / "outbox" / entry["file"]).read_bytes()
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message["From"] == "Platform <news@platform.example>"
-    assert message["To"] == "Zoë Reader <reader@example.com>"
+    assert message["To"] == f"Zoë Reader <{CANARY}>"
     assert message["Subject"] == "Jane Doe published: My Latest Article"
     assert message["Message-ID"] == f"<{send_id}@platform.example>"
     assert message["Date"]

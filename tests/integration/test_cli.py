@@ -24,6 +24,7 @@ import orjson
 import pytest
 from alembic.script import ScriptDirectory
 from cryptography.hazmat.primitives import serialization
+from tests.log_scan import CANARY
 
 from postroom.providers.outbox import INDEX_NAME
 from postroom.store.migrate import alembic_config
@@ -33,7 +34,7 @@ Env = dict[str, str]
 Result = subprocess.CompletedProcess[str]
 
 TIMEOUT = 60.0
-WELCOME = ("send", "--type", "welcome", "--to", "reader@example.com")
+WELCOME = ("send", "--type", "welcome", "--to", CANARY)
 JANE = ("--data", '{"creator_name":"Jane"}')
 
 
@@ -239,7 +240,7 @@ COMMAND_ERRORS: dict[str, tuple[dict[str, str], tuple[str, ...], tuple[str, ...]
     ),
     "unknown type": (
         {},
-        ("send", "--type", "nope", "--to", "reader@example.com", *JANE),
+        ("send", "--type", "nope", "--to", CANARY, *JANE),
         ("--type", "'nope'", "welcome"),
     ),
     "data not JSON": ({}, (*WELCOME, "--data", "{creator_name: Jane}"), ("--data", "JSON")),

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import create_engine, select
 from tests.conftest import wait_for_email_status
+from tests.log_scan import CANARY
 
 from postroom.api.app import create_app
 from postroom.config import Settings
@@ -25,7 +26,7 @@ POSTMARK = {  # the fixture credentials of tests/fixtures/esp/postmark
     "Content-Type": "application/json",
     "Authorization": "Basic Zml4dHVyZS11c2VyOmZpeHR1cmUtcGFzcw==",
 }
-ADDRESS = "reader@example.com"
+ADDRESS = CANARY
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def welcome(client: TestClient, key: str) -> str:
     document = {
         "email_type": "welcome",
-        "recipient_email": "Reader@Example.com",
+        "recipient_email": "Canary.Reader.X7q@Example.com",
         "recipient_name": "Rea Der",
         "template_data": {"creator_name": "Jane"},
         "idempotency_key": key,
@@ -85,7 +86,7 @@ def test_export_then_erasure_leaves_only_a_hash_that_blocks_the_next_send(
     subscribed = client.post(
         "/v1/subscribers",
         json={
-            "email": "Reader@Example.com",
+            "email": "Canary.Reader.X7q@Example.com",
             "name": "Rea Der",
             "list_ids": ["jane"],
             "consent": {"kind": "implied", "source": "checkout", "ip": "203.0.113.9"},
@@ -133,7 +134,12 @@ def test_export_then_erasure_leaves_only_a_hash_that_blocks_the_next_send(
 
     erased = client.delete(f"/v1/subscribers/{ADDRESS}", headers=AUTH)
     assert erased.status_code == 200 and erased.json()["removed"]["sends"] == 1
-    assert rows_mentioning(settings, ["reader@", "rea der", "203.0.113.9", send_id.lower()]) == []
+    assert (
+        rows_mentioning(
+            settings, [CANARY.split("@")[0] + "@", "rea der", "203.0.113.9", send_id.lower()]
+        )
+        == []
+    )
     assert client.get(f"/v1/subscribers/{ADDRESS}", headers=AUTH).status_code == 404
     after = client.get(f"/v1/subscribers/{ADDRESS}/export", headers=AUTH).json()
     assert after["subscriber"] is None and after["sends"] == [] and after["events"] == []

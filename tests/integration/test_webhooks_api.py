@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
 from tests.conftest import make_settings, wait_for_email_status
+from tests.log_scan import CANARY
 from tests.unit.webhooks.esp_fixtures import (
     CERT_DIR,
     ESP_DIR,
@@ -314,7 +315,7 @@ def test_a_complaint_stops_marketing_but_not_transactional_mail(tmp_path: Path) 
     auth = {"Authorization": "Bearer test-key"}
     newsletter = {
         "email_type": "new_post_notification",
-        "recipient_email": "reader@example.com",
+        "recipient_email": CANARY,
         "template_data": {
             "creator_name": "Jane",
             "post_title": "Slow",
@@ -323,7 +324,7 @@ def test_a_complaint_stops_marketing_but_not_transactional_mail(tmp_path: Path) 
     }
     welcome = {
         "email_type": "welcome",
-        "recipient_email": "reader@example.com",
+        "recipient_email": CANARY,
         "template_data": {"creator_name": "Jane"},
     }
     with TestClient(svc.app) as client:
