@@ -65,6 +65,7 @@ class GroupCommit(Generic[R, T]):
         return await done
 
     async def _flush(self) -> None:
+        group: list[tuple[R, asyncio.Future[T]]] = []
         try:
             while self._pending:
                 group = self._take()
@@ -82,6 +83,12 @@ class GroupCommit(Generic[R, T]):
                         done.set_exception(outcome)
                     else:
                         done.set_result(outcome)
+        except BaseException:
+            # Cancelled (the app is stopping): nothing will run these requests any more.
+            for _request, done in [*group, *self._pending]:
+                done.cancel()
+            self._pending = []
+            raise
         finally:
             self._flusher = None
 
