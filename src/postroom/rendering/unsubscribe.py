@@ -94,9 +94,9 @@ _JSON_SAFE = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII but for " and \
 def _compact_json(payload: dict[str, str]) -> bytes:
     """``json.dumps(payload, separators=(",", ":"))``, built directly when no value needs
     escaping (addresses and ids never do), at a fifth of the cost."""
-    if all(_JSON_SAFE.fullmatch(value) for value in payload.values()):
-        inner = ",".join(f'"{key}":"{value}"' for key, value in payload.items())
-        return ("{" + inner + "}").encode()
+    if _JSON_SAFE.fullmatch("".join(payload.values())):  # every character of every value
+        inner = '","'.join([f'{key}":"{value}' for key, value in payload.items()])
+        return ('{"' + inner + '"}').encode()
     return json.dumps(payload, separators=(",", ":")).encode()
 
 

@@ -67,7 +67,9 @@ def comparable(email: object) -> object:
 
 
 def vars_of(email: object) -> dict[str, object]:
-    return {name: getattr(email, name) for name in email.__slots__}  # type: ignore[attr-defined]
+    import dataclasses
+
+    return {f.name: getattr(email, f.name) for f in dataclasses.fields(email)}  # type: ignore[arg-type]
 
 
 def test_the_bundled_newsletter_is_probed_and_every_copy_matches_its_own_rendering() -> None:
@@ -150,3 +152,20 @@ def test_batch_calls_built_from_the_layout_give_every_recipient_their_own_copy(e
         assert fill(item.html) == email.html
         assert fill(item.text) == email.text
         assert {k: fill(v) for k, v in item.headers.items()} == dict(email.headers)
+
+
+def test_copies_fill_their_parts_when_read_and_survive_replace() -> None:
+    import dataclasses
+
+    renderer = make_renderer(TemplateRegistry.load(bundled_templates_dir()))
+    content = CampaignContent(CAMPAIGN, "letters", "new_post_notification", POST, {}, None)
+    [email] = ChunkRenderer(renderer).render(content, recipients()[:1], None, failed=[])
+    assert email.copy is not None
+    assert email.copy.values["token"] in email.html and email.copy.values["token"] in email.text
+    changed = dataclasses.replace(email, subject="Another subject")
+    assert (changed.subject, changed.html, changed.text) == (
+        "Another subject",
+        email.html,
+        email.text,
+    )
+    assert changed == dataclasses.replace(email, subject="Another subject")
