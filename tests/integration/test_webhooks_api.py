@@ -334,7 +334,7 @@ def test_a_complaint_stops_marketing_but_not_transactional_mail(tmp_path: Path) 
         send_id = first.json()["id"]
         wait_for_email_status(client, send_id, "sent")
         complaint = orjson.loads(request("postmark/anymail-spam_complaint.json").body)
-        complaint.update(Email="Reader@Example.com", Metadata={"postroom_send_id": send_id})
+        complaint.update(Email=CANARY.upper(), Metadata={"postroom_send_id": send_id})
         hooked = client.post(
             "/webhooks/postmark",
             content=orjson.dumps(complaint),

@@ -280,18 +280,21 @@ def _advance_states(
             continue
         previous = wanted.get(send.id)
         wanted[send.id] = (send, stronger(previous[1] if previous else None, state))
+    driver = sqlite_connection(conn)
+    if driver is not None:
+        # One upsert for the lot; its WHERE compares ranks, so a state only rises.
+        stored_now = stored_time(now)
+        rows = [
+            (send_id, send.recipient, send.stored_created_at, state, stored_now)
+            for send_id, (send, state) in sorted(wanted.items())
+        ]
+        driver.executemany(sqlite_sql.UPSERT_STATE, rows)
+        return
     for send_id, (send, state) in sorted(wanted.items()):
         assert send.created_at is not None  # a ledger send
         # Only ever upwards, decided in the UPDATE itself so that concurrent requests about
         # the same send cannot lower it.
         weaker = [s for s, rank in RANK.items() if rank < RANK[state]]
-        driver = sqlite_connection(conn)
-        if driver is not None:
-            row = (send_id, send.recipient, stored_time(send.created_at), state, stored_time(now))
-            if driver.execute(sqlite_sql.INSERT_STATE, row).rowcount == 0 and weaker:
-                padded = (weaker * sqlite_sql.RAISE_STATE_SLOTS)[: sqlite_sql.RAISE_STATE_SLOTS]
-                driver.execute(sqlite_sql.RAISE_STATE, (state, stored_time(now), send_id, *padded))
-            continue
         values = {
             "send_id": send_id,
             "recipient": send.recipient,

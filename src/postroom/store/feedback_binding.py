@@ -24,7 +24,7 @@ from sqlalchemy import Connection, bindparam, select, tuple_
 
 from postroom.store import feedback_sqlite as sqlite_sql
 from postroom.store.schema import campaign_recipients, sends
-from postroom.store.sqlite_driver import loaded_time, sqlite_connection
+from postroom.store.sqlite_driver import sqlite_connection
 from postroom.webhooks.events import NormalizedEvent
 
 # A campaign send id: a ULID (Crockford base32, as python-ulid writes it) and a position.
@@ -47,21 +47,25 @@ _CAMPAIGN_RECIPIENTS = select(
 
 @dataclass(frozen=True, slots=True)
 class BoundSend:
-    """What an event is about: a ledger send (``campaign_id`` None, ``created_at`` set) or a
-    campaign recipient (``id`` is ``<campaign id>.<position>``)."""
+    """What an event is about: a ledger send (``campaign_id`` None) or a campaign recipient
+    (``id`` is ``<campaign id>.<position>``). A ledger send's creation time is ``created_at``
+    on PostgreSQL and ``stored_created_at``, SQLite's text of it, on SQLite (which only
+    copies it into ``send_feedback``, so parsing it would be wasted)."""
 
     id: str
     recipient: str  # lower-cased for campaign recipients; as the ledger holds it for sends
     created_at: datetime | None = None
     campaign_id: str | None = None
     position: int = 0
+    stored_created_at: str | None = None
 
 
 class _SendRow(NamedTuple):
     id: str
     recipient: str
     message_id: str | None
-    created_at: datetime
+    created_at: datetime | None
+    stored_created_at: str | None = None
 
 
 def send_id_in(message_id: str | None) -> str | None:
@@ -127,23 +131,31 @@ def _bind_campaigns(conn: Connection, batch: Sequence[NormalizedEvent]) -> dict[
 def _bind_sends(
     conn: Connection, batch: Sequence[tuple[int, NormalizedEvent]]
 ) -> dict[int, BoundSend]:
+    """Our ids first; the ESP's message ids are looked up only for the events our ids did
+    not bind (our adapters send our id, so that is usually none)."""
     our_ids = sorted({i for _index, e in batch for i in _our_ids(e)})
-    esp_ids = sorted({i for _index, e in batch for i in e.lookup_ids})
     by_id = {r.id: r for r in _sends_by(conn, our_ids, by_provider_id=False)}
-    by_esp_id: dict[str, list[_SendRow]] = {}
-    for row in _sends_by(conn, esp_ids, by_provider_id=True):
-        assert row.message_id is not None  # the provider's message id, here
-        by_esp_id.setdefault(row.message_id, []).append(row)
     bound: dict[int, BoundSend] = {}
+    ours: dict[int, list[_SendRow]] = {}
     for index, event in batch:
-        candidates = [by_id[i] for i in (event.postroom_send_id,) if i in by_id]
+        candidates = ours[index] = [by_id[i] for i in (event.postroom_send_id,) if i in by_id]
         from_message_id = send_id_in(event.postroom_message_id)
         if from_message_id in by_id:
             row = by_id[from_message_id]
             if row.message_id in (None, event.postroom_message_id):
                 candidates.append(row)
-        candidates += [row for i in event.lookup_ids for row in by_esp_id.get(i, [])]
         send = _matching(candidates, event.recipient)
+        if send is not None:
+            bound[index] = send
+    rest = [(index, event) for index, event in batch if index not in bound]
+    esp_ids = sorted({i for _index, e in rest for i in e.lookup_ids})
+    by_esp_id: dict[str, list[_SendRow]] = {}
+    for row in _sends_by(conn, esp_ids, by_provider_id=True):
+        assert row.message_id is not None  # the provider's message id, here
+        by_esp_id.setdefault(row.message_id, []).append(row)
+    for index, event in rest:
+        esp = [row for i in event.lookup_ids for row in by_esp_id.get(i, [])]
+        send = _matching(ours[index] + esp, event.recipient)
         if send is not None:
             bound[index] = send
     return bound
@@ -164,12 +176,10 @@ def _sends_by(conn: Connection, ids: list[str], *, by_provider_id: bool) -> list
     else:
         sql = sqlite_sql.SENDS_BY_PROVIDER_ID if by_provider_id else sqlite_sql.SENDS_BY_ID
         values = (orjson.dumps(ids),)
-    rows: list[_SendRow] = []
-    for send_id, recipient, message_id, created_at in driver.execute(sql, values):
-        when = loaded_time(created_at)
-        assert when is not None
-        rows.append(_SendRow(send_id, recipient, message_id, when))
-    return rows
+    return [
+        _SendRow(send_id, recipient, message_id, None, created_at)
+        for send_id, recipient, message_id, created_at in driver.execute(sql, values)
+    ]
 
 
 def _matching(candidates: list[Any], recipient: str | None) -> BoundSend | None:
@@ -182,4 +192,4 @@ def _matching(candidates: list[Any], recipient: str | None) -> BoundSend | None:
     if len(matches) != 1:
         return None
     row = next(iter(matches.values()))
-    return BoundSend(row.id, row.recipient, row.created_at)
+    return BoundSend(row.id, row.recipient, row.created_at, stored_created_at=row.stored_created_at)

@@ -8,6 +8,8 @@ The store tests run both dialects through the same repository.
 
 from __future__ import annotations
 
+from postroom.store.feedback_rules import RANK
+
 CLAIM_ONE_USE_KEY = (
     "INSERT INTO webhook_tokens (key, expires_at) VALUES (?, ?) "
     "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
@@ -40,14 +42,19 @@ INSERT_EVENT = (
     "dedupe_key, event_key, occurred_at, received_at, payload) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
-INSERT_STATE = (
+
+
+def _rank(column: str) -> str:
+    """A CASE giving ``column``'s rank in ``feedback_rules.RANK`` (0 for anything else)."""
+    whens = " ".join(f"WHEN '{state}' THEN {rank}" for state, rank in RANK.items())
+    return f"CASE {column} {whens} ELSE 0 END"
+
+
+# A send's feedback state, inserted or raised (never lowered) in one statement, so that a
+# request's states go in with one executemany. The states are the ranking's constants.
+UPSERT_STATE = (
     "INSERT INTO send_feedback (send_id, recipient, send_created_at, state, updated_at) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (send_id) DO UPDATE "
+    "SET state = excluded.state, updated_at = excluded.updated_at "
+    "WHERE " + _rank("send_feedback.state") + " < " + _rank("excluded.state")
 )
-# The caller binds the states weaker than the new one; a fixed list of seven placeholders
-# (padded with repeats) keeps one cached statement.
-RAISE_STATE = (
-    "UPDATE send_feedback SET state = ?, updated_at = ? "
-    "WHERE send_id = ? AND state IN (?, ?, ?, ?, ?, ?, ?)"
-)
-RAISE_STATE_SLOTS = 7
