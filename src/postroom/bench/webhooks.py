@@ -3,8 +3,11 @@ its own on a fresh SQLite database, fed signed requests whose events are all new
 
 With ``batch`` > 1 each request is a signed SendGrid batch (ECDSA P-256), with 1 a signed
 Mailgun event (HMAC, a one-use token), so every request goes the real way: verify, parse,
-ingest, commit, answer. The answers must all be 200 and together report every event stored
-(else RuntimeError, as the other benchmarks fail).
+ingest, commit, answer. By default the events name no send of ours (stored, bound to
+nothing); with ``bound`` the ledger first gets one send per event and every event carries
+its send id, so each also moves that send's feedback state, as real traffic does. The
+answers must all be 200 and together report every event stored (else RuntimeError, as the
+other benchmarks fail).
 
 The load comes from a bare HTTP/1.1 client (pre-built requests on keep-alive connections,
 answers read by their Content-Length): on two cores the client shares the machine with the
@@ -20,6 +23,7 @@ import hmac
 import os
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -35,24 +39,36 @@ class WebhookRate:
     posts_per_second: float
 
 
-def run(batch: int, events: int, concurrency: int, scratch: Path) -> WebhookRate:
+def run(
+    batch: int, events: int, concurrency: int, scratch: Path, *, bound: bool = False
+) -> WebhookRate:
     """Start the API on ``scratch``, post ``events`` in requests of ``batch``, stop it."""
-    load = BenchLoad(batch)
+    load = BenchLoad(batch, bound=bound)
+    if bound:
+        load.add_sends(scratch, events // batch)
     server = load.start_api(scratch)
     try:
-        return asyncio.run(load.post(events // batch, concurrency))
+        rate = asyncio.run(load.post(events // batch, concurrency))
     finally:
         server.terminate()
         server.wait(timeout=30)
+    if bound:  # every event moved its send's state
+        with sqlite3.connect(scratch / "postroom.db") as db:
+            [(states,)] = db.execute("SELECT count(*) FROM send_feedback WHERE state = 'delivered'")
+        db.close()
+        if states != events // batch * batch:
+            raise RuntimeError(f"{states:,} sends of {events // batch * batch:,} were delivered")
+    return rate
 
 
 class BenchLoad:
     """Signed requests for the benchmark, and the API process that receives them."""
 
-    def __init__(self, batch: int) -> None:
+    def __init__(self, batch: int, *, bound: bool = False) -> None:
         from cryptography.hazmat.primitives.asymmetric import ec
 
         self.batch = batch
+        self.bound = bound
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.mailgun_key = secrets.token_urlsafe(16)
         with socket.socket() as probe:
@@ -78,6 +94,31 @@ class BenchLoad:
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
+    def add_sends(self, scratch: Path, requests: int) -> None:
+        """Migrate the API's database and put one sent email in the ledger per event."""
+        from datetime import UTC, datetime
+
+        from postroom.store.migrate import upgrade
+        from postroom.store.sqlite_driver import stored_time
+
+        path = scratch / "postroom.db"
+        upgrade(f"sqlite:///{path}")
+        now = stored_time(datetime.now(UTC))
+        rows = [
+            (_send_id(n, i), f"bench-{n}-{i}", _recipient(n, i), now, now)
+            for n in range(requests)
+            for i in range(self.batch)
+        ]
+        with sqlite3.connect(path) as db:
+            db.executemany(
+                "INSERT INTO sends (id, idempotency_key, recipient, email_type, priority, status, "
+                "attempts, document, content_hash, created_at, updated_at) "
+                "VALUES (?, ?, ?, 'welcome', 'transactional', 'sent', 1, x'7b7d', "
+                "'0000000000000000000000000000000000000000000000000000000000000000', ?, ?)",
+                rows,
+            )
+        db.close()
+
     def request(self, n: int) -> tuple[str, dict[str, str], bytes]:
         """(provider, headers, body) of the ``n``-th request."""
         from cryptography.hazmat.primitives import hashes
@@ -92,21 +133,24 @@ class BenchLoad:
                 "event": "delivered",
                 "id": f"event-{n}",
                 "timestamp": time.time(),
-                "recipient": f"reader-{n}@example.com",
+                "recipient": _recipient(n, 0),
                 "message": {"headers": {"message-id": f"{n}@bench.example"}},
                 "delivery-status": {"code": 250, "message": "OK"},
             }
+            if self.bound:
+                data["user-variables"] = {"postroom_send_id": _send_id(n, 0)}
             body = orjson.dumps({"signature": signature, "event-data": data})
             return "mailgun", {"Content-Type": "application/json"}, body
         items = [
             {
-                "email": f"reader-{n}-{i}@example.com",
+                "email": _recipient(n, i),
                 "event": "delivered",
                 "response": "250 OK",
                 "sg_event_id": f"event-{n}-{i}",
                 "sg_message_id": f"bench{n}.filter0001.{i}",
                 "timestamp": int(time.time()),
             }
+            | ({"postroom_send_id": _send_id(n, i)} if self.bound else {})
             for i in range(self.batch)
         ]
         body = orjson.dumps(items) + b"\r\n"
@@ -177,6 +221,15 @@ class BenchLoad:
         finally:
             writer.close()
         return stored
+
+
+def _send_id(n: int, i: int) -> str:
+    """The ledger id of event ``i`` of request ``n`` (26 characters, as a ULID)."""
+    return f"BENCH{n:011d}{i:010d}"
+
+
+def _recipient(n: int, i: int) -> str:
+    return f"reader-{n}-{i}@example.com"
 
 
 async def _answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:

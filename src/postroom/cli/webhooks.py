@@ -95,6 +95,10 @@ def bench(
     ] = 100,
     events: Annotated[int, typer.Option(help="Events to post in all.")] = 30_000,
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 32,
+    bound: Annotated[
+        bool,
+        typer.Option(help="Put a send per event in the ledger first, and name it in the event."),
+    ] = False,
 ) -> None:
     """Events/s through POST /webhooks on the embedded default: signed SendGrid batches of
     --batch events, or with --batch 1, one Mailgun-style event per POST (HMAC, one-use token).
@@ -107,11 +111,12 @@ def bench(
         raise typer.BadParameter("--batch, --events and --concurrency must be positive")
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as scratch:
         try:
-            rate = run(batch, events, concurrency, Path(scratch))
+            rate = run(batch, events, concurrency, Path(scratch), bound=bound)
         except RuntimeError as exc:
             fail(str(exc))
     kind = "SendGrid batches" if batch > 1 else "single Mailgun events"
-    print(f"{kind}: {batch} event(s) per POST, {concurrency} in flight")
+    about = "each bound to a send" if bound else "bound to no send"
+    print(f"{kind}: {batch} event(s) per POST, {about}, {concurrency} in flight")
     print(
         f"ingested         {rate.events_per_second:,.0f} events/s "
         f"({rate.posts_per_second:,.0f} POST/s)"
