@@ -95,7 +95,7 @@ def snapshot(
     conn: Connection, campaign_id: str, list_id: str, shuffled: bool, now: datetime
 ) -> int:
     # An A/B test group must be a random sample: subscriber ids follow sign-up order.
-    order = "random()" if shuffled else "sub.id"
+    order = "random()" if shuffled else "s.subscriber_id"  # the list index's own order
     params = {"campaign_id": campaign_id, "list_id": list_id, "now": naive(now)}
     conn.execute(text(SNAPSHOT.format(order=order)), params)
     query = select(func.count()).where(campaign_recipients.c.campaign_id == campaign_id)
