@@ -100,6 +100,16 @@ class ChunkSender:
             await self.suppressions.add(email, SuppressionScope.ALL, "bad_address", reason[:500])
         still_open = await self.ledger.settle(job, outcomes)
         self._count(outcomes)
+        log.info(
+            "campaign chunk handed over",
+            extra={
+                "campaign_id": job.campaign_id,
+                "chunk": job.chunk,
+                "attempt": delivery.attempt,
+                "outcomes": dict(Counter(o.state.value for o in outcomes)),
+                "still_open": still_open,
+            },
+        )
         # Never offered at all (open circuit, a provider pause): no attempt is spent.
         offered = any(not isinstance(r.error, ProviderUnavailableError) for r in results)
         await self._finish(delivery, job, still_open, outcomes, offered=offered or not results)
