@@ -59,6 +59,10 @@ def recipient_values(email: RenderedEmail) -> dict[str, str]:
     targets = _ANGLE_TARGETS.findall(email.headers.get("List-Unsubscribe", ""))
     for index, target in enumerate(targets):
         values[f"unsubscribe_{index}"] = target
+        if target.startswith(("https://", "http://")):
+            # The link's token also makes other links of the footer (the preference centre);
+            # the whole URL is replaced first (longer), the token alone wherever else it is.
+            values[f"unsubscribe_token_{index}"] = target.rstrip("/").rpartition("/")[2]
     return values
 
 

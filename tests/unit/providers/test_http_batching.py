@@ -7,6 +7,7 @@ import re
 
 from tests.esp_fakes.messages import newsletter, sign_in, subscribers
 
+from postroom.messages import RenderedEmail
 from postroom.providers.http_batching import group_for_batch, personalize
 
 PREFIX = "%recipient."
@@ -73,3 +74,23 @@ def test_groups_respect_the_size_limit_and_never_repeat_an_address() -> None:
         addresses = [item.email.recipient.lower() for item in call]
         assert len(addresses) == len(set(addresses))
     assert [item.email.recipient for item in calls[1]][-1] == "READER0@EXAMPLE.COM"
+
+
+def test_copies_whose_footer_repeats_the_unsubscribe_token_still_share_a_call() -> None:
+    # The preference-centre link carries the unsubscribe link's token: replaced too.
+    def copy(i: int) -> RenderedEmail:
+        token = f"tok{i}-abcdefghijklmnop"
+        html = (
+            f"<a href='http://u.example/unsubscribe/{token}'>u</a> "
+            f"<a href='http://u.example/preferences/{token}'>p</a>"
+        )
+        return RenderedEmail(
+            send_id=f"S{i}", message_id=f"<S{i}@x.example>", sender="A <a@x.example>",
+            recipient=f"r{i}@example.com", recipient_name=None, subject="Hi", html=html,
+            text=html, date="Sat, 28 Nov 2026 05:00:00 +0000",
+            headers={"List-Unsubscribe": f"<http://u.example/unsubscribe/{token}>"},
+        )  # fmt: skip
+
+    first, second = (personalize(copy(i), lambda n: f"%{n}%", marker_prefix="%") for i in (1, 2))
+    assert first.key == second.key
+    assert "%unsubscribe_token_0%" in first.html
