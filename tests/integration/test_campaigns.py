@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,6 +41,20 @@ async def make_audience(postroom: Postroom, list_id: str, count: int) -> list[st
         ]
         await postroom.subscribers.subscribe(list_id, entries)
     return emails
+
+
+def hold_sends(provider: FakeProvider, when: Callable[[], bool]) -> asyncio.Event:
+    """Make the provider's calls wait for the returned event while ``when()`` holds."""
+    gate = asyncio.Event()
+    original = provider.send
+
+    async def held(batch):  # type: ignore[no-untyped-def]
+        if when():
+            await gate.wait()
+        return await original(batch)
+
+    provider.send = held  # type: ignore[method-assign]
+    return gate
 
 
 async def finished(campaigns: Campaigns, campaign_id: str, worker: RunningWorker) -> None:
@@ -249,15 +264,8 @@ async def _ab_campaign_with_opens(
     campaign = await campaigns.create(
         NewCampaign("letters", "new_post_notification", POST, ab_test=ab)
     )
-    gate = asyncio.Event()
-    original = fake_provider.send
-
-    async def held_after_the_test(batch):  # type: ignore[no-untyped-def]
-        if len(fake_provider.delivered) >= 200:
-            await gate.wait()  # the opens are in before the rest goes out
-        return await original(batch)
-
-    fake_provider.send = held_after_the_test  # type: ignore[method-assign]
+    # The opens are in before the rest goes out.
+    gate = hold_sends(fake_provider, lambda: len(fake_provider.delivered) >= 200)
     feedback = FeedbackStore(postroom.db, postroom.suppressions)
     worker = RunningWorker(postroom)
     try:
@@ -353,15 +361,7 @@ async def test_a_bounce_storm_pauses_the_campaign_before_its_next_chunk(
     await make_audience(postroom, "letters", 6_000)
     campaigns = Campaigns(postroom.db)
     campaign = await campaigns.create(NewCampaign("letters", "new_post_notification", POST))
-    gate = asyncio.Event()
-    original = fake_provider.send
-
-    async def held_after_the_first_chunk(batch):  # type: ignore[no-untyped-def]
-        if fake_provider.delivered:
-            await gate.wait()
-        return await original(batch)
-
-    fake_provider.send = held_after_the_first_chunk  # type: ignore[method-assign]
+    gate = hold_sends(fake_provider, lambda: bool(fake_provider.delivered))
     worker = RunningWorker(postroom)
     try:
 

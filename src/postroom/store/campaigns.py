@@ -222,53 +222,23 @@ class Campaigns:
         publishes them next. One that never gets published (a crash in between) is found
         again by :meth:`stale_chunks`."""
         now = self._now()
-
-        def work(conn: Connection) -> list[ChunkJob]:
-            query = (
-                select(campaign_chunks.c.campaign_id, campaign_chunks.c.chunk)
-                .join(campaigns, campaigns.c.id == campaign_chunks.c.campaign_id)
-                .where(
-                    campaigns.c.status == CampaignState.SENDING.value,
-                    campaign_chunks.c.state == ChunkState.HELD.value,
-                    (campaign_chunks.c.not_before.is_(None))
-                    | (campaign_chunks.c.not_before <= now),
-                )
-                .order_by(campaign_chunks.c.campaign_id, campaign_chunks.c.chunk)
-                .limit(limit)
+        chunks = campaign_chunks.c
+        due = (chunks.not_before.is_(None)) | (chunks.not_before <= now)
+        return await self._db.write(
+            lambda conn: _move_chunks(
+                conn, ChunkState.HELD, due, {"state": ChunkState.QUEUED.value}, now, limit
             )
-            jobs = [ChunkJob(r.campaign_id, r.chunk) for r in conn.execute(query)]
-            for job in jobs:
-                conn.execute(rows.chunk_update(job, ChunkState.HELD).values(
-                    state=ChunkState.QUEUED.value, updated_at=now
-                ))  # fmt: skip
-            return jobs
-
-        return await self._db.write(work)
+        )
 
     async def stale_chunks(self, older_than: float, limit: int = 500) -> list[ChunkJob]:
         """Queued chunks of sending campaigns untouched for ``older_than`` seconds: their
         job was lost before it was published (publishing again is harmless: recipients
         already handled are skipped). Touched again so they are not republished at once."""
         now = self._now()
-        cutoff = now - timedelta(seconds=older_than)
-
-        def work(conn: Connection) -> list[ChunkJob]:
-            query = (
-                select(campaign_chunks.c.campaign_id, campaign_chunks.c.chunk)
-                .join(campaigns, campaigns.c.id == campaign_chunks.c.campaign_id)
-                .where(
-                    campaigns.c.status == CampaignState.SENDING.value,
-                    campaign_chunks.c.state == ChunkState.QUEUED.value,
-                    campaign_chunks.c.updated_at < cutoff,
-                )
-                .limit(limit)
-            )
-            jobs = [ChunkJob(r.campaign_id, r.chunk) for r in conn.execute(query)]
-            for job in jobs:
-                conn.execute(rows.chunk_update(job, ChunkState.QUEUED).values(updated_at=now))
-            return jobs
-
-        return await self._db.write(work)
+        stale = campaign_chunks.c.updated_at < now - timedelta(seconds=older_than)
+        return await self._db.write(
+            lambda conn: _move_chunks(conn, ChunkState.QUEUED, stale, {}, now, limit)
+        )
 
     async def release_rest(self, campaign_id: str, winner: int, reason: str) -> bool:
         """After an A/B test: the rest of the audience gets ``winner``; its chunks become
@@ -334,3 +304,30 @@ class Campaigns:
             return found
 
         return await self._db.write(work)
+
+
+def _move_chunks(
+    conn: Connection,
+    state: ChunkState,
+    condition: Any,
+    values: dict[str, Any],
+    now: datetime,
+    limit: int,
+) -> list[ChunkJob]:
+    """Chunks of sending campaigns in ``state`` meeting ``condition``, in order, each updated
+    with ``values`` (and touched) under a compare-and-set on its state."""
+    query = (
+        select(campaign_chunks.c.campaign_id, campaign_chunks.c.chunk)
+        .join(campaigns, campaigns.c.id == campaign_chunks.c.campaign_id)
+        .where(
+            campaigns.c.status == CampaignState.SENDING.value,
+            campaign_chunks.c.state == state.value,
+            condition,
+        )
+        .order_by(campaign_chunks.c.campaign_id, campaign_chunks.c.chunk)
+        .limit(limit)
+    )
+    jobs = [ChunkJob(r.campaign_id, r.chunk) for r in conn.execute(query)]
+    for job in jobs:
+        conn.execute(rows.chunk_update(job, state).values(updated_at=now, **values))
+    return jobs

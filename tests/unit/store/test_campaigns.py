@@ -79,3 +79,21 @@ async def test_a_scheduled_campaign_waits_for_its_time(postroom: Postroom) -> No
     assert await campaigns.due() == []
     clock.now = T0 + timedelta(hours=2)
     assert await campaigns.due() == [campaign.id]
+
+
+async def test_a_queued_chunk_whose_job_went_missing_is_published_again(
+    postroom: Postroom,
+) -> None:
+    await audience(postroom, 1_500)
+    clock = Clock()
+    campaigns = Campaigns(postroom.db, clock=clock)
+    campaign = await campaigns.create(NewCampaign("letters", "new_post_notification", POST))
+    await campaigns.start(campaign.id)
+    assert len(await campaigns.take_due_chunks()) == 2
+    assert await campaigns.stale_chunks(older_than=600) == []
+    clock.now = T0 + timedelta(minutes=11)
+    assert [j.chunk for j in await campaigns.stale_chunks(older_than=600)] == [0, 1]
+    assert await campaigns.stale_chunks(older_than=600) == []  # touched: not again at once
+    await campaigns.pause(campaign.id, "x")
+    clock.now = T0 + timedelta(minutes=30)
+    assert await campaigns.stale_chunks(older_than=600) == []  # only sending campaigns
