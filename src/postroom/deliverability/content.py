@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from html.parser import HTMLParser
 from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from postroom.deliverability.html_scan import HtmlScan, scan_html, words
 from postroom.messages import EmailEvent
 from postroom.rendering import Renderer
 
@@ -67,96 +67,6 @@ class LintReport:
         }
 
 
-def _words(spaced: str) -> frozenset[str]:
-    return frozenset(spaced.split())
-
-
-# --- HTML scan -----------------------------------------------------------------------------
-
-_VOID = _words("area base br col embed hr img input link meta param source track wbr")
-# Elements whose end tag HTML lets you leave out; a missing one is not an authoring error.
-_OPTIONAL_END = _words(
-    "html head body p li dt dd option optgroup tr td th thead tbody tfoot colgroup"
-)
-_INVISIBLE = frozenset({"head", "style", "script", "title", "template"})
-
-
-@dataclass(slots=True)
-class _Link:
-    href: str
-    text: list[str] = field(default_factory=list)
-
-
-class _HtmlScan(HTMLParser):
-    """One pass over the HTML: visible text, images, links and tag-balance problems."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.text: list[str] = []
-        self.images: list[dict[str, str | None]] = []
-        self.links: list[_Link] = []
-        self.problems: list[str] = []
-        self._stack: list[str] = []
-        self._hidden = 0
-        self._link: _Link | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._open(tag, attrs)
-        if tag not in _VOID:
-            self._stack.append(tag)
-            self._hidden += tag in _INVISIBLE
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._open(tag, attrs)  # <br/>, <img/>: nothing stays open
-
-    def _open(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "img":
-            self.images.append(dict(attrs))
-        elif tag == "a":
-            self._link = _Link(dict(attrs).get("href") or "")
-            self.links.append(self._link)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a":
-            self._link = None
-        if tag in _VOID:
-            return
-        if tag not in self._stack:
-            self.problems.append(f"</{tag}> closes nothing")
-            return
-        while self._stack:
-            top = self._stack.pop()
-            self._hidden -= top in _INVISIBLE
-            if top == tag:
-                break
-            if top not in _OPTIONAL_END:
-                self.problems.append(f"<{top}> is closed by </{tag}>")
-
-    def handle_data(self, data: str) -> None:
-        if self._hidden:
-            return
-        self.text.append(data)
-        if self._link is not None:
-            self._link.text.append(data)
-
-    def finish(self) -> None:
-        self.close()
-        self.problems.extend(
-            f"<{t}> is never closed" for t in self._stack if t not in _OPTIONAL_END
-        )
-
-    @property
-    def visible_text(self) -> str:
-        return " ".join(" ".join(self.text).split())
-
-
-def _scan(html: str) -> _HtmlScan:
-    scan = _HtmlScan()
-    scan.feed(html)
-    scan.finish()
-    return scan
-
-
 # --- the message as the rules see it -------------------------------------------------------
 
 
@@ -167,7 +77,7 @@ class _Message:
     text: str | None
     marketing: bool
     headers: Mapping[str, str]  # lower-cased names
-    scan: _HtmlScan
+    scan: HtmlScan
     body: str  # what a reader sees: the HTML's visible text, or the text part if no HTML
     urls: tuple[str, ...]  # every link target and every URL written out in the text
 
@@ -304,8 +214,8 @@ def missing_alt(m: _Message) -> Iterable[Finding]:
 
 _SHOWN_URL = re.compile(r"(?i)(?:https?://|www\.)[^\s<>\"']+")
 _SHOWN_HOST = re.compile(r"(?i)^(?:[a-z0-9-]+\.)+([a-z]{2,63})(?:[/:?#]\S*)?$")
-_NOT_TLDS = _words("pdf html htm php jpg jpeg png gif zip doc docx txt csv")
-_TWO_LEVEL = _words("co com org net ac gov edu ne or")
+_NOT_TLDS = words("pdf html htm php jpg jpeg png gif zip doc docx txt csv")
+_TWO_LEVEL = words("co com org net ac gov edu ne or")
 
 
 def _host(url: str) -> str | None:
@@ -353,7 +263,7 @@ def deceptive_links(m: _Message) -> Iterable[Finding]:
         yield Finding("link-mismatch", "warning", 2.5, message)
 
 
-_SHORTENERS = _words(
+_SHORTENERS = words(
     "bit.ly tinyurl.com t.co goo.gl ow.ly is.gd buff.ly rebrand.ly cutt.ly shorturl.at "
     "tiny.cc bl.ink rb.gy t.ly v.gd s.id qr.ae adf.ly shorte.st"
 )
@@ -437,7 +347,7 @@ def lint_message(
     headers: Mapping[str, str] = _NO_HEADERS,
 ) -> LintReport:
     """Score one message. ``headers`` are checked only when given: empty means unknown."""
-    scan = _scan(html)
+    scan = scan_html(html)
     body = scan.visible_text if html.strip() else " ".join((text or "").split())
     urls = [a.href for a in scan.links if a.href.lower().startswith("http")]
     urls += _SHOWN_URL.findall(f"{scan.visible_text}\n{text or ''}")
