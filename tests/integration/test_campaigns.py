@@ -43,6 +43,15 @@ async def make_audience(postroom: Postroom, list_id: str, count: int) -> list[st
     return emails
 
 
+async def run_to_the_end(postroom: Postroom, campaigns: Campaigns, campaign_id: str) -> None:
+    """Run a worker until the campaign is finished."""
+    worker = RunningWorker(postroom)
+    try:
+        await finished(campaigns, campaign_id, worker)
+    finally:
+        await worker.shutdown()
+
+
 def hold_sends(provider: FakeProvider, when: Callable[[], bool]) -> asyncio.Event:
     """Make the provider's calls wait for the returned event while ``when()`` holds."""
     gate = asyncio.Event()
@@ -84,11 +93,7 @@ async def test_campaign_reaches_exactly_the_eligible_subscribers(
     campaign = await campaigns.create(NewCampaign("letters", "new_post_notification", POST))
     assert campaign.status is CampaignState.SCHEDULED
 
-    worker = RunningWorker(postroom)
-    try:
-        await finished(campaigns, campaign.id, worker)
-    finally:
-        await worker.shutdown()
+    await run_to_the_end(postroom, campaigns, campaign.id)
 
     eligible = set(emails) - set(unsubscribed) - set(suppressed)
     copies = Counter(e.recipient for e in fake_provider.delivered)
@@ -203,11 +208,7 @@ async def test_permanent_failures_and_bad_addresses_are_recorded_per_recipient(
     fake_provider.script = script
     campaigns = Campaigns(postroom.db)
     campaign = await campaigns.create(NewCampaign("letters", "new_post_notification", POST))
-    worker = RunningWorker(postroom)
-    try:
-        await finished(campaigns, campaign.id, worker)
-    finally:
-        await worker.shutdown()
+    await run_to_the_end(postroom, campaigns, campaign.id)
     status = await campaigns.get(campaign.id)
     assert (status.sent, status.failed) == (180, 20)
     assert await postroom.suppressions.blocked(bad, marketing=False) == bad
@@ -337,11 +338,7 @@ async def test_an_erased_subscriber_is_skipped_and_leaves_no_address_in_the_camp
     held = await postroom.personal_data.export(emails[3])
     assert [row["campaign_id"] for row in held["campaigns"]] == [campaign.id]
     await postroom.personal_data.erase(emails[3])
-    worker = RunningWorker(postroom)
-    try:
-        await finished(campaigns, campaign.id, worker)
-    finally:
-        await worker.shutdown()
+    await run_to_the_end(postroom, campaigns, campaign.id)
     status = await campaigns.get(campaign.id)
     assert (status.sent, status.suppressed) == (29, 1)
     assert emails[3] not in {e.recipient for e in fake_provider.delivered}
