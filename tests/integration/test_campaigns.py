@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from tests.conftest import RunningWorker
@@ -24,6 +25,7 @@ from postroom.store.campaign_records import (
 from postroom.store.campaigns import Campaigns
 from postroom.store.consent import Consent, ConsentKind
 from postroom.store.suppressions import SuppressionScope
+from postroom.webhooks.events import FeedbackType, NormalizedEvent
 from postroom.wiring import Postroom
 
 POST = {"creator_name": "Jane Doe", "post_title": "Slow writing", "post_url": "https://p.example/1"}
@@ -50,6 +52,15 @@ async def run_to_the_end(postroom: Postroom, campaigns: Campaigns, campaign_id: 
         await finished(campaigns, campaign_id, worker)
     finally:
         await worker.shutdown()
+
+
+def feedback_about(email: RenderedEmail, kind: FeedbackType, **details: Any) -> NormalizedEvent:
+    """A webhook event about one delivered copy, as an ESP adapter would normalize it."""
+    return NormalizedEvent(
+        provider="fake", type=kind, esp_event=kind.value, recipient=email.recipient,
+        occurred_at=datetime.now(UTC), postroom_send_id=email.send_id,
+        esp_event_id=f"{kind.value}-{email.send_id}", **details,
+    )  # fmt: skip
 
 
 def hold_sends(provider: FakeProvider, when: Callable[[], bool]) -> asyncio.Event:
@@ -251,7 +262,6 @@ async def _ab_campaign_with_opens(
     """1,000 subscribers, a 20% test of two subjects, then ``opens`` human opens for each
     variant's recipients fed through the feedback store, as webhooks would."""
     from postroom.store.feedback import FeedbackStore
-    from postroom.webhooks.events import FeedbackType, NormalizedEvent
 
     fake_provider.max_batch_size = 1000
     await make_audience(postroom, "letters", 1_000)
@@ -279,11 +289,7 @@ async def _ab_campaign_with_opens(
         for email in fake_provider.delivered:
             by_subject[email.subject].append(email)
         events = [
-            NormalizedEvent(
-                provider="fake", type=FeedbackType.OPENED, esp_event="open",
-                recipient=email.recipient, occurred_at=datetime.now(UTC),
-                postroom_send_id=email.send_id, esp_event_id=f"open-{email.send_id}",
-            )
+            feedback_about(email, FeedbackType.OPENED)
             for subject, count in zip(by_subject, opens, strict=True)
             for email in by_subject[subject][:count]
         ]  # fmt: skip
@@ -352,7 +358,6 @@ async def test_a_bounce_storm_pauses_the_campaign_before_its_next_chunk(
     postroom: Postroom, fake_provider: FakeProvider
 ) -> None:
     from postroom.store.feedback import FeedbackStore
-    from postroom.webhooks.events import FeedbackType, NormalizedEvent
 
     fake_provider.max_batch_size = 1000
     await make_audience(postroom, "letters", 6_000)
@@ -367,12 +372,7 @@ async def test_a_bounce_storm_pauses_the_campaign_before_its_next_chunk(
 
         await worker.until(first_chunk_recorded)
         bounces = [
-            NormalizedEvent(
-                provider="fake", type=FeedbackType.BOUNCED_HARD, esp_event="bounce",
-                recipient=email.recipient, occurred_at=datetime.now(UTC),
-                postroom_send_id=email.send_id, esp_event_id=f"bounce-{email.send_id}",
-                smtp_code=550, enhanced_status="5.1.1",
-            )
+            feedback_about(email, FeedbackType.BOUNCED_HARD, smtp_code=550, enhanced_status="5.1.1")
             for email in fake_provider.delivered[:150]  # a storm: 15% of the first 1,000
         ]  # fmt: skip
         await FeedbackStore(postroom.db, postroom.suppressions).ingest(bounces)

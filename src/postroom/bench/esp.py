@@ -120,7 +120,7 @@ def _serve(esp: str, conn: Connection) -> None:
         await asyncio.to_thread(conn.recv)  # until told to stop
         await runner.cleanup()
 
-    _run(main())
+    run_loop(main())
 
 
 @contextlib.contextmanager
@@ -142,7 +142,7 @@ def lean_esp(esp: str) -> Iterator[str]:
             server.kill()
 
 
-def _run(main: Coroutine[Any, Any, T]) -> T:
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
@@ -322,7 +322,7 @@ def run_esp_bench(esp: str, mode: str, recipients: int) -> EspBenchReport:
             seconds, cpu = await _measure(esp, mode, emails, base_url)
             return seconds, cpu, before, await _stats(base_url)
 
-        seconds, cpu, before, after = _run(main())
+        seconds, cpu, before, after = run_loop(main())
     counted = after["recipients"] - 1  # the untimed warm-up call carried one recipient
     if counted != recipients:
         raise RuntimeError(f"handed over {recipients} recipients, the fake ESP counted {counted}")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from postroom.bench.esp import MAILGUN_DOMAIN, lean_esp
-from postroom.bench.queues import _clean, _fresh_queue_url
+from postroom.bench.queues import clean_queue, fresh_queue_url
 from postroom.config import Settings
 from postroom.store.campaign_records import CampaignState, NewCampaign
 from postroom.store.campaigns import Campaigns
@@ -72,7 +72,7 @@ def run_fanout(
     recipients: int, esp: str, queue_url: str, database_url: str | None, workers: int
 ) -> FanoutReport:
     with tempfile.TemporaryDirectory(prefix="postroom-fanout-") as scratch, lean_esp(esp) as url:
-        settings = _settings(Path(scratch), esp, url, _fresh_queue_url(queue_url), database_url)
+        settings = _settings(Path(scratch), esp, url, fresh_queue_url(queue_url), database_url)
         upgrade(settings.resolved_database_url)
         campaign_id = asyncio.run(_prepare(settings, recipients))
         context = multiprocessing.get_context("spawn")
@@ -97,7 +97,7 @@ def run_fanout(
                 process.join(60)
         used = [usage.get(timeout=10) for _ in processes]
         used.append(_self_usage("benchmark (main)"))
-        asyncio.run(_clean(settings))
+        asyncio.run(clean_queue(settings))
         asyncio.run(_remove(settings))
     return FanoutReport(recipients, workers, snapshot, handoff, used)
 
@@ -234,7 +234,7 @@ def _work(
     ready: Any,
     usage: Any,
 ) -> None:
-    from postroom.bench.esp import _run
+    from postroom.bench.esp import run_loop
     from postroom.wiring import build_worker, open_postroom
 
     async def main() -> None:
@@ -253,7 +253,7 @@ def _work(
         finally:
             await postroom.close()
 
-    _run(main())
+    run_loop(main())
     usage.put(_self_usage(name))
 
 

@@ -55,7 +55,7 @@ def _one_run(
     queue_url: str, database_url: str | None, workers: int, messages: int, batch: int
 ) -> QueueRun:
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as scratch:
-        url = _fresh_queue_url(queue_url)
+        url = fresh_queue_url(queue_url)
         settings = Settings(
             data_dir=Path(scratch),
             database_url=database_url or f"sqlite:///{scratch}/bench.db",
@@ -82,13 +82,13 @@ def _one_run(
         for process in processes:
             process.join()
         elapsed = time.perf_counter() - started
-        asyncio.run(_clean(settings))
+        asyncio.run(clean_queue(settings))
     if done.value < messages:
         raise RuntimeError(f"only {done.value} of {messages} messages were acked")
     return QueueRun(workers, messages, enqueue_rate, messages / elapsed)
 
 
-def _fresh_queue_url(queue_url: str) -> str:
+def fresh_queue_url(queue_url: str) -> str:
     scheme = urlsplit(queue_url).scheme
     if scheme in ("amqp", "amqps", "sqs"):
         joiner = "&" if "?" in queue_url else "?"
@@ -145,7 +145,7 @@ def _drain(
     asyncio.run(main())
 
 
-async def _clean(settings: Settings) -> None:
+async def clean_queue(settings: Settings) -> None:
     """Empty the SQL queue table, or delete the broker topology the run declared."""
     scheme = urlsplit(settings.queue_url).scheme
     if scheme in ("amqp", "amqps"):

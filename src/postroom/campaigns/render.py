@@ -32,6 +32,7 @@ class ChunkRenderer:
         self._renderer = renderer
         # (campaign, variant) -> its probed template, or None where it must render each copy.
         self._templates: dict[tuple[str, int | None, bool], MailingTemplate | None] = {}
+        self._marketing = {t.name for t in renderer.registry if t.marketing}
 
     def render(
         self,
@@ -110,7 +111,7 @@ class ChunkRenderer:
         return template
 
     def _token(self, content: CampaignContent, email: str, send_id: str) -> str:
-        if not self._renderer.registry.get(content.email_type).marketing:
+        if content.email_type not in self._marketing:
             return ""
         return self._renderer.tokens.make_token(email, content.email_type, send_id, content.list_id)
 

@@ -17,6 +17,7 @@ from postroom.errors import InvalidMessageError, PostroomError
 from postroom.messages import EmailEvent, check_header_value
 from postroom.rendering.renderer import Renderer
 from postroom.store.campaign_records import AbMetric, AbTest, NewCampaign, Variant
+from postroom.store.campaign_rows import check
 
 # A stand-in recipient for checking that the subject and variants render.
 _CHECK_RECIPIENT = "subscriber@example.com"
@@ -64,29 +65,23 @@ class CampaignRequest(BaseModel):
         send_at = self.send_at
         if send_at is not None and send_at.tzinfo is None:
             raise InvalidMessageError("give a time zone, e.g. 2026-12-01T09:00:00Z", "send_at")
-        ab_test = self._ab_test()
-        self._check_renders(renderer, ab_test)
-        return NewCampaign(
+        new = NewCampaign(
             list_id=self.list_id,
             email_type=self.email_type,
             template_data=self.template_data,
             metadata=self.metadata,
             send_at=send_at.astimezone(UTC) if send_at else None,
             spread_seconds=self.spread_seconds,
-            ab_test=ab_test,
+            ab_test=self._ab_test(),
         )
+        check(new)  # the store's own rules (variants, share, default), with the field at fault
+        self._check_renders(renderer, new.ab_test)
+        return new
 
     def _ab_test(self) -> AbTest | None:
         ab = self.ab_test
         if ab is None:
             return None
-        if ab.default >= len(ab.variants):
-            raise InvalidMessageError("must name one of the variants", "ab_test.default")
-        for index, variant in enumerate(ab.variants):
-            if variant.subject is None and variant.from_name is None:
-                raise InvalidMessageError(
-                    "give a subject or a from_name", f"ab_test.variants.{index}"
-                )
         return AbTest(
             variants=tuple(Variant(v.subject, v.from_name) for v in ab.variants),
             share=ab.share,

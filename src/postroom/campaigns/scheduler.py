@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from postroom.campaigns.ab import Arm, decide
 from postroom.campaigns.jobs import chunk_message
 from postroom.queue.base import QueueBackend
-from postroom.store.campaign_records import ChunkJob
+from postroom.store.campaign_records import AbMetric, ChunkJob
 from postroom.store.campaigns import Campaigns
 
 log = logging.getLogger("postroom.campaigns")
@@ -75,7 +75,7 @@ class CampaignScheduler:
             if ab is None or now < test_done_at + timedelta(seconds=ab.wait_seconds):
                 continue
             by_variant = await self.campaigns.variant_counts(campaign_id)
-            metric_index = 1 if ab.metric.value == "opens" else 2
+            metric_index = 1 if ab.metric is AbMetric.OPENS else 2
             arms = [
                 Arm(i, by_variant.get(i, (0, 0, 0))[0], by_variant.get(i, (0, 0, 0))[metric_index])
                 for i in range(len(ab.variants))

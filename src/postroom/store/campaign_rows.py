@@ -62,8 +62,9 @@ def check(new: NewCampaign) -> None:
         raise InvalidMessageError("must name one of the variants", "ab_test.default")
     if ab.wait_seconds < 0:
         raise InvalidMessageError("must not be negative", "ab_test.wait_seconds")
-    if any(v.subject is None and v.from_name is None for v in ab.variants):
-        raise InvalidMessageError("each variant needs a subject or a from_name", "ab_test")
+    for index, variant in enumerate(ab.variants):
+        if variant.subject is None and variant.from_name is None:
+            raise InvalidMessageError("give a subject or a from_name", f"ab_test.variants.{index}")
 
 
 def ab_document(ab: AbTest | None) -> dict[str, Any] | None:
