@@ -4,7 +4,7 @@ that records every copy it gets.
 
 Afterwards the campaign is finished and the fake holds exactly one copy for each eligible
 recipient (active on the list, not suppressed), none for anyone else. The one exception the
-marketing policy allows: a recipient whose chunk a worker had in hand (marked ``sending``,
+marketing policy allows: a recipient whose chunk a worker had in hand (its hand-over marked,
 on its way to or with the ESP) when it was killed is ``ambiguous`` in the ledger (the ESP may
 or may not have it) and is not resent, so it has at most one copy. Those are counted and
 printed.
@@ -239,15 +239,19 @@ async def test_the_last_two_chunks_settled_at_once_finish_the_campaign(
             )
             assert await postroom.campaigns.start(campaign.id)
             jobs = [ChunkJob(campaign.id, 0), ChunkJob(campaign.id, 1)]
-            outcomes = [
-                [
-                    RecipientOutcome(r.position, RecipientState.SENT, "esp-id")
-                    for r in (await ledger.prepare(job, LEASE)).to_send
-                ]
-                for job in jobs
-            ]
+            prepared = [await ledger.prepare(job, LEASE) for job in jobs]
             await asyncio.gather(
-                *(ledger.settle(j, o) for j, o in zip(jobs, outcomes, strict=True))
+                *(
+                    ledger.settle(
+                        job,
+                        p.handover,
+                        [
+                            RecipientOutcome(r.position, RecipientState.SENT, "esp-id")
+                            for r in p.to_send
+                        ],
+                    )
+                    for job, p in zip(jobs, prepared, strict=True)
+                )
             )
             status = await postroom.campaigns.get(campaign.id)
             assert status.pending == 0, _counts(status)
@@ -329,7 +333,7 @@ async def _pause_and_resume(postroom: Postroom, campaign_id: str, fake: FakeSend
     status = await campaigns.pause(campaign_id, "crash test: operator pause")
     assert status.status is CampaignState.PAUSED
     # Chunks a worker prepared before the pause still go out; once none is in hand (the
-    # killed worker's rows stay ``sending`` but go stale), nothing may reach the ESP.
+    # killed worker's hand-over stays marked but goes stale), nothing may reach the ESP.
     loop = asyncio.get_running_loop()
     settled_by = loop.time() + 30
     while await _in_hand(postroom, campaign_id):
@@ -355,12 +359,12 @@ async def _chunk_states(postroom: Postroom, campaign_id: str) -> dict[str, list[
 
 
 async def _in_hand(postroom: Postroom, campaign_id: str) -> int:
-    """Recipients a live worker holds: ``sending`` and touched within a lease (heartbeats
-    keep them fresh while their chunk is with the ESP)."""
-    r = campaign_recipients.c
+    """Chunks a live worker holds: a hand-over marked within a lease (heartbeats keep it
+    fresh while the chunk is with the ESP)."""
+    c = campaign_chunks.c
     fresh = time.time() - LEASE
     query = select(func.count()).where(
-        r.campaign_id == campaign_id, r.status == "sending", r.updated_at > fresh
+        c.campaign_id == campaign_id, c.sending_since.is_not(None), c.sending_since > fresh
     )
     return int(await postroom.db.read(lambda conn: conn.execute(query).scalar_one()))
 

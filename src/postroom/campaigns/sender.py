@@ -89,7 +89,7 @@ class ChunkSender:
         )
         results: list[SendResult] = []
         if emails:
-            async with self._heartbeat(delivery, job):
+            async with self._heartbeat(delivery, job, prepared.handover):
                 results = await self.handover.send(emails, Priority.MARKETING)
         by_id = {r.send_id(job.campaign_id): r for r in prepared.to_send}
         bad_addresses: list[tuple[str, str]] = []
@@ -98,7 +98,7 @@ class ChunkSender:
             outcomes.append(self._judge(recipient, result, delivery, bad_addresses))
         for email, reason in bad_addresses:
             await self.suppressions.add(email, SuppressionScope.ALL, "bad_address", reason[:500])
-        still_open = await self.ledger.settle(job, outcomes)
+        still_open = await self.ledger.settle(job, prepared.handover, outcomes)
         self._count(outcomes)
         log.info(
             "campaign chunk handed over",
@@ -166,7 +166,7 @@ class ChunkSender:
             RecipientOutcome(r.position, RecipientState.FAILED, error=f"retries spent: {reason}")
             for r in prepared.to_send
         ]
-        await self.ledger.settle(job, outcomes)
+        await self.ledger.settle(job, prepared.handover, outcomes)
 
     async def _content(self, campaign_id: str) -> CampaignContent:
         content = self._contents.get(campaign_id)
@@ -177,13 +177,16 @@ class ChunkSender:
         return content
 
     @contextlib.asynccontextmanager
-    async def _heartbeat(self, delivery: Delivery, job: ChunkJob) -> AsyncIterator[None]:
+    async def _heartbeat(
+        self, delivery: Delivery, job: ChunkJob, handover: int | None
+    ) -> AsyncIterator[None]:
         async def beat() -> None:
             while True:
                 await asyncio.sleep(self.lease_seconds / 3)
                 try:
                     await self.queue.extend([delivery], self.lease_seconds)
-                    await self.ledger.heartbeat(job)
+                    if handover is not None:
+                        await self.ledger.heartbeat(job, handover)
                 except Exception:
                     log.exception("could not extend the lease of chunk %s", job.job_id)
 

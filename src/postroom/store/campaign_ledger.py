@@ -1,13 +1,19 @@
 """A campaign's per-recipient ledger: design §4 applied to a chunk of up to 1,000 recipients.
 
 A chunk job costs two transactions whatever its size. ``prepare`` reads the chunk's open
-recipients, marks the suppressed ones and moves the rest to ``sending`` *before* the provider
-call; ``settle`` records each recipient's outcome and the chunk's counters together, and
-finishes the chunk (and the campaign) when nobody is left open. A recipient found ``sending``
-by a later delivery of its chunk was in flight when a worker died: within a lease another
-worker holds it (the delivery is released for later); past a lease it is in doubt and
-becomes ``ambiguous`` unless the policy resends — the chunk is resolved per recipient, never
-re-sent whole.
+(``pending``) recipients, marks the suppressed ones and records a hand-over on the chunk's row
+(``handovers`` + 1, ``sending_since``) *before* the provider call; ``settle`` records each
+recipient's outcome, the chunk's counters and the end of the hand-over together, and finishes
+the chunk (and the campaign) when nobody is left open. A hand-over is marked once per chunk
+rather than on each recipient: the recipients it covers are exactly the chunk's ``pending``
+ones, as nothing else writes them meanwhile, and a million-recipient campaign is spared a
+million row updates.
+
+A later delivery that finds a hand-over still marked was in flight when a worker died:
+within a lease another worker holds it (the delivery is released for later); past a lease it
+is in doubt and its recipients become ``ambiguous`` unless the policy resends — the chunk is
+resolved per recipient, never re-sent whole. The worker that outlived its lease then finds
+its hand-over number gone at ``settle`` and writes nothing.
 """
 
 from __future__ import annotations
@@ -34,45 +40,30 @@ from postroom.store.schema import campaign_chunks, campaigns
 from postroom.store.sqlite_driver import sqlite_connection
 from postroom.store.suppressions import Suppressions
 
-_OPEN = (RecipientState.PENDING.value, RecipientState.SENDING.value)
 # Plain SQL with named parameters: run on the stdlib driver on SQLite (``sqlite_driver``),
 # through Core on PostgreSQL. A chunk's statements touch up to 1,000 rows each.
 _READ_OPEN = (
-    "SELECT position, subscriber_id, email, name, variant, attempts, status, updated_at "
-    "FROM campaign_recipients WHERE campaign_id = :c AND position >= :first "
-    "AND position < :end AND status IN ('pending', 'sending') ORDER BY position"
+    "SELECT position, subscriber_id, email, name, variant, attempts FROM campaign_recipients "
+    "WHERE campaign_id = :c AND position >= :first AND position < :end "
+    "AND status = 'pending' ORDER BY position"
 )
-_SET_STATUS = (
+_SET_ROW = (
     "UPDATE campaign_recipients SET status = :status, updated_at = :now, error = :error, "
-    "provider_message_id = :pid WHERE campaign_id = :c AND position = :p"
+    "provider_message_id = :pid, attempts = :attempts "
+    "WHERE campaign_id = :c AND position = :p AND status = 'pending'"
 )
-_BEGIN = (
-    "UPDATE campaign_recipients SET status = 'sending', attempts = attempts + 1, "
-    "updated_at = :now WHERE campaign_id = :c AND position >= :first AND position < :end "
-    "AND status = 'pending'"
-)
-# Outcomes land only on rows still ``sending``: a row another worker found in doubt (this one
-# outlived its lease) keeps its ``ambiguous``, and the counters count what changed.
-_SETTLE_ROW = (
+# A recipient's ``attempts`` is the number of the last hand-over that recorded it, so those of
+# the hand-over being recorded that are still unwritten are the open rows numbered below it
+# (one left open by a transient failure keeps ``pending`` but is numbered, and not swept).
+_SET_REST = (
     "UPDATE campaign_recipients SET status = :status, updated_at = :now, error = :error, "
-    "provider_message_id = :pid WHERE campaign_id = :c AND position = :p AND status = 'sending'"
-)
-_SETTLE_REST = (
-    "UPDATE campaign_recipients SET status = :status, updated_at = :now, error = :error, "
-    "provider_message_id = :pid WHERE campaign_id = :c AND position >= :first "
-    "AND position < :end AND status = 'sending'"
-)
-_REOPEN = (
-    "UPDATE campaign_recipients SET status = 'pending' WHERE campaign_id = :c "
-    "AND position = :p AND status = 'sending'"
-)
-_TOUCH = text(
-    "UPDATE campaign_recipients SET updated_at = :now WHERE campaign_id = :c "
-    "AND position >= :first AND position < :end AND status = 'sending'"
+    "provider_message_id = :pid, attempts = :attempts "
+    "WHERE campaign_id = :c AND position >= :first AND position < :end AND status = 'pending' "
+    "AND attempts < :attempts"
 )
 _STILL_OPEN = text(
     "SELECT count(*) FROM campaign_recipients WHERE campaign_id = :c AND position >= :first "
-    "AND position < :end AND status IN ('pending', 'sending')"
+    "AND position < :end AND status = 'pending'"
 )
 _COUNTED = {
     RecipientState.SENT: "sent",
@@ -92,8 +83,6 @@ class _Open:
     name: str | None
     variant: int | None
     attempts: int
-    status: str
-    updated_at: float | None
 
 
 def _select(conn: Connection, statement: str, params: dict[str, Any]) -> list[Any]:
@@ -169,69 +158,88 @@ class CampaignLedger:
             if state is CampaignState.PAUSED:
                 _set_chunk_state(conn, job, ChunkState.HELD)  # resume publishes it again
             return PreparedChunk(state)
+        in_doubt = chunk.sending_since is not None
+        if in_doubt and now - chunk.sending_since < lease_seconds:
+            return PreparedChunk(state, busy=True)
         span = {"c": job.campaign_id, "first": chunk.first_position}
         span["end"] = chunk.first_position + chunk.size
-        rows = [_Open(*row) for row in _select(conn, _READ_OPEN, span)]
-        if any(r.status == "sending" and now - (r.updated_at or 0) < lease_seconds for r in rows):
-            return PreparedChunk(state, busy=True)
         counts: Counter[str] = Counter()
-        changes: list[dict[str, object]] = []
-        in_doubt = {r.position for r in rows if r.status == "sending"}
         if in_doubt and not self._resend_ambiguous:
-            for position in sorted(in_doubt):
-                changes.append(_change(job, position, RecipientState.AMBIGUOUS, now, "in doubt"))
-            counts["ambiguous"] += len(in_doubt)
-            rows = [r for r in rows if r.position not in in_doubt]
+            # The last hand-over's worker died with the chunk's open recipients in hand.
+            values = _outcome(RecipientState.AMBIGUOUS, now, chunk.handovers, error="in doubt")
+            counts["ambiguous"] += _execute(conn, _SET_REST, {**span, **values})
+        rows = [_Open(*row) for row in _select(conn, _READ_OPEN, span)]
         addresses = [r.email for r in rows if r.email]
         blocked = self._suppressions.blocked_within(conn, addresses, marketing=True)
+        handover = chunk.handovers + 1
+        suppressed: list[dict[str, object]] = []
         to_send: list[ChunkRecipient] = []
         for r in rows:
             # No address: the subscriber was erased (GDPR) after the snapshot.
             if not r.email or r.email.lower() in blocked:
-                changes.append(_change(job, r.position, RecipientState.SUPPRESSED, now, None))
-                counts["suppressed"] += 1
+                change = _outcome(RecipientState.SUPPRESSED, now, r.attempts)
+                suppressed.append({**change, "c": job.campaign_id, "p": r.position})
             else:
                 to_send.append(
                     ChunkRecipient(
                         r.position, r.subscriber_id, r.email, r.name, r.variant, r.attempts + 1
                     )
                 )
-        _many(conn, _SET_STATUS, changes)
-        if in_doubt and self._resend_ambiguous:
-            # In-doubt rows being resent by policy are ``sending`` already: reopen them first.
-            reopened = [{"c": job.campaign_id, "p": position} for position in in_doubt]
-            _many(conn, _REOPEN, reopened)
+        counts["suppressed"] += _many(conn, _SET_ROW, suppressed)
+        marks: dict[str, object] = {"sending_since": None}
         if to_send:
-            # Every row of the span still pending is one of ``to_send``: one statement.
-            _execute(conn, _BEGIN, {**span, "now": now})
-        _add_counts(conn, job, counts, datetime.fromtimestamp(now, UTC))
-        return PreparedChunk(state, to_send=to_send, ab_winner=row.ab_winner)
+            marks = {"sending_since": now, "handovers": handover}
+        _update_chunk(conn, job, counts, datetime.fromtimestamp(now, UTC), **marks)
+        return PreparedChunk(
+            state,
+            to_send=to_send,
+            ab_winner=row.ab_winner,
+            handover=handover if to_send else None,
+        )
 
-    async def heartbeat(self, job: ChunkJob) -> None:
-        """Keep a chunk's ``sending`` rows fresh while a slow hand-over lasts."""
+    async def heartbeat(self, job: ChunkJob, handover: int) -> None:
+        """Keep a chunk's hand-over fresh while a slow provider call lasts."""
+        c = campaign_chunks.c
+        statement = (
+            update(campaign_chunks)
+            .where(
+                c.campaign_id == job.campaign_id,
+                c.chunk == job.chunk,
+                c.handovers == handover,
+                c.sending_since.is_not(None),
+            )
+            .values(sending_since=self._clock())
+        )
+        await self._db.write(lambda conn: conn.execute(statement))
 
-        def work(conn: Connection) -> None:
-            chunk = _chunk(conn, job)
-            if chunk is not None:
-                span = {"c": job.campaign_id, "first": chunk.first_position}
-                conn.execute(_TOUCH, {**span, "end": chunk.first_position + chunk.size,
-                                      "now": self._clock()})  # fmt: skip
+    async def settle(
+        self, job: ChunkJob, handover: int | None, outcomes: Sequence[RecipientOutcome]
+    ) -> int:
+        """Record the outcomes of hand-over number ``handover`` (None when ``prepare`` handed
+        nobody over); return how many of the chunk's recipients are still open."""
+        return await self._db.write(lambda conn: self._settle(conn, job, handover, outcomes))
 
-        await self._db.write(work)
-
-    async def settle(self, job: ChunkJob, outcomes: Sequence[RecipientOutcome]) -> int:
-        """Record ``outcomes``; return how many of the chunk's recipients are still open."""
-        return await self._db.write(lambda conn: self._settle(conn, job, outcomes))
-
-    def _settle(self, conn: Connection, job: ChunkJob, outcomes: Sequence[RecipientOutcome]) -> int:
+    def _settle(
+        self,
+        conn: Connection,
+        job: ChunkJob,
+        handover: int | None,
+        outcomes: Sequence[RecipientOutcome],
+    ) -> int:
         now = self._clock()
         when = datetime.fromtimestamp(now, UTC)
-        chunk = _chunk(conn, job)
+        # Locked: a later delivery that would judge this hand-over in doubt waits for it.
+        chunk = _chunk(conn, job, lock=True)
         if chunk is None:
             return 0
         span = {"c": job.campaign_id, "first": chunk.first_position}
         span["end"] = chunk.first_position + chunk.size
-        _add_counts(conn, job, _record(conn, job, span, outcomes, now), when)
+        if handover is not None:
+            if chunk.handovers != handover or chunk.sending_since is None:
+                # This worker outlived its lease and another delivery resolved the chunk.
+                return int(conn.execute(_STILL_OPEN, span).scalar_one())
+            counts = _record(conn, span, handover, outcomes, now)
+            _update_chunk(conn, job, counts, when, sending_since=None)
         still_open = int(conn.execute(_STILL_OPEN, span).scalar_one())
         if still_open == 0:
             # The campaign's row is locked first so that the last chunks' settles take turns:
@@ -247,14 +255,14 @@ class CampaignLedger:
 
 def _record(
     conn: Connection,
-    job: ChunkJob,
     span: dict[str, Any],
+    handover: int,
     outcomes: Sequence[RecipientOutcome],
     now: float,
 ) -> Counter[str]:
     """Write ``outcomes``; the counter changes they make. Most of a chunk usually shares one
     outcome (sent, with the batch call's id): that one is written as a single range update
-    over the rows left ``sending``, the others row by row first."""
+    over the rows left open, the others row by row first."""
     groups: dict[tuple[RecipientState, str | None, str | None], list[int]] = {}
     for o in outcomes:
         key = (o.state, o.provider_message_id, o.error[:500] if o.error else None)
@@ -264,17 +272,15 @@ def _record(
         return counts
     largest = max(groups, key=lambda key: len(groups[key]))
     for key, positions in groups.items():
-        state, pid, error = key
-        values = {"c": job.campaign_id, "status": state.value, "now": now, "error": error,
-                  "pid": pid}  # fmt: skip
         if key == largest:
             continue
-        changed = _many(conn, _SETTLE_ROW, [{**values, "p": p} for p in positions])
+        state, pid, error = key
+        values = {**_outcome(state, now, handover, pid, error), "c": span["c"]}
+        changed = _many(conn, _SET_ROW, [{**values, "p": p} for p in positions])
         if state in _COUNTED:
             counts[_COUNTED[state]] += changed
     state, pid, error = largest
-    values = {**span, "status": state.value, "now": now, "error": error, "pid": pid}
-    changed = _execute(conn, _SETTLE_REST, values)
+    changed = _execute(conn, _SET_REST, {**span, **_outcome(state, now, handover, pid, error)})
     if state in _COUNTED:
         counts[_COUNTED[state]] += changed
     return counts
@@ -287,21 +293,19 @@ def _execute(conn: Connection, statement: str, params: dict[str, Any]) -> int:
     return int(conn.execute(text(statement), params).rowcount)
 
 
-def _change(
-    job: ChunkJob,
-    position: int,
+def _outcome(
     state: RecipientState,
     now: float,
-    error: str | None,
+    attempts: int,
     provider_message_id: str | None = None,
+    error: str | None = None,
 ) -> dict[str, object]:
     return {
-        "c": job.campaign_id,
-        "p": position,
         "status": state.value,
         "now": now,
         "error": error[:500] if error else None,
         "pid": provider_message_id,
+        "attempts": attempts,
     }
 
 
@@ -325,13 +329,16 @@ def _set_chunk_state(
     )
 
 
-def _add_counts(conn: Connection, job: ChunkJob, counts: Counter[str], when: datetime) -> None:
+def _update_chunk(
+    conn: Connection, job: ChunkJob, counts: Counter[str], when: datetime, **marks: object
+) -> None:
+    """Add ``counts`` to the chunk's counters and set ``marks`` (its hand-over columns)."""
     c = campaign_chunks.c
     values: dict[str, object] = {name: c[name] + n for name, n in counts.items() if n}
     conn.execute(
         update(campaign_chunks)
         .where(c.campaign_id == job.campaign_id, c.chunk == job.chunk)
-        .values(updated_at=when, **values)
+        .values(updated_at=when, **values, **marks)
     )
 
 

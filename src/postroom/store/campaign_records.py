@@ -27,8 +27,9 @@ class ChunkState(StrEnum):
 
 
 class RecipientState(StrEnum):
+    # Also while its chunk's hand-over is in progress (``campaign_chunks.sending_since``,
+    # written before the provider call, as ``sending`` is in the send ledger).
     PENDING = "pending"
-    SENDING = "sending"  # written before the provider call, as in the send ledger
     SENT = "sent"
     FAILED = "failed"
     SUPPRESSED = "suppressed"
@@ -165,6 +166,7 @@ class PreparedChunk:
     to_send: list[ChunkRecipient] = field(default_factory=list)
     busy: bool = False  # another worker holds some of its recipients within their lease
     ab_winner: int | None = None
+    handover: int | None = None  # the chunk's hand-over number, when ``to_send`` has anyone
 
 
 def parse_send_id(send_id: str) -> tuple[str, int] | None:

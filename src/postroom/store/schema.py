@@ -332,6 +332,10 @@ campaign_chunks = Table(
     Column("suppressed", Integer, nullable=False, default=0),
     Column("ambiguous", Integer, nullable=False, default=0),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Hand-overs so far; ``sending_since`` (epoch seconds, kept fresh by heartbeats) marks one
+    # in progress: its chunk's ``pending`` recipients are with the ESP (added in 0006).
+    Column("handovers", Integer, nullable=False, default=0, server_default="0"),
+    Column("sending_since", Float),
 )
 
 # The campaign's per-recipient ledger (design §4 for newsletters): the audience snapshot, one
@@ -339,12 +343,11 @@ campaign_chunks = Table(
 # ``<campaign id>.<position>`` (Message-ID, ESP custom args), which binds webhooks back.
 # ``feedback`` is the strongest outcome heard (as ``send_feedback.state``); ``opened_at`` and
 # ``clicked_at`` record the first human open and click, for A/B decisions.
+# No foreign key to ``campaigns`` (dropped in 0006): its check cost a trigger per snapshot row.
 campaign_recipients = Table(
     "campaign_recipients",
     metadata,
-    Column(
-        "campaign_id", String(26), ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
-    ),
+    Column("campaign_id", String(26), primary_key=True),
     Column("position", Integer, primary_key=True),
     Column("subscriber_id", String(26), nullable=False),
     Column("email", String(320)),  # null once the address is erased
@@ -354,7 +357,7 @@ campaign_recipients = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("provider_message_id", String(255)),
     Column("error", Text),
-    Column("updated_at", Float),  # epoch seconds: a ``sending`` row older than a lease is in doubt
+    Column("updated_at", Float),  # epoch seconds
     Column("feedback", String(20)),
     Column("opened_at", UtcDateTime),
     Column("clicked_at", UtcDateTime),
