@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import SimpleNamespace
@@ -43,6 +43,7 @@ __all__ = [
     "EspRequest",
     "HttpEspProvider",
     "HttpReply",
+    "RateLimitPause",
     "RateLimitSnapshot",
     "auth_failure",
     "classify_status",
@@ -183,13 +184,44 @@ async def _on_headers_sent(
         progress.headers_sent = True
 
 
+class RateLimitPause:
+    """A 429's wait, kept for a whole client: it is the ESP's word for the account.
+
+    A request takes one of ``slots`` (as many as the client's connections) and only then
+    checks the wait, so no request that passed the check can then sit in a connection queue
+    and go out during a pause that began meanwhile. What is left between the check and the
+    write is the client library's own step (a pooled connection, milliseconds).
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._size = slots
+        self._slots: asyncio.Semaphore | None = None  # made on first use, in the running loop
+        self._until = 0.0  # time.monotonic()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._size)
+        async with self._slots:
+            await self._wait_out()
+            yield
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request that has not passed the check for ``seconds`` from now."""
+        self._until = max(self._until, time.monotonic() + seconds)
+
+    async def _wait_out(self) -> None:
+        pause = self._until - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+            await self._wait_out()  # another 429 may have made it longer meanwhile
+
+
 class EspHttpClient:
     """A keep-alive aiohttp session for one ESP, created on first use (never at import).
 
-    A 429's wait is the ESP's word for the whole account: after one, no request of this
-    client goes out until it has passed. The check is made once a request holds one of the
-    ``max_connections`` slots, right before it is written, so no request that passed it can
-    then sit in aiohttp's connection queue and go out during the pause.
+    After a 429 no request of this client goes out until its wait has passed
+    (:class:`RateLimitPause`, one slot per connection).
     """
 
     def __init__(
@@ -209,8 +241,7 @@ class EspHttpClient:
         self.keepalive = keepalive
         self.rate_limit: RateLimitSnapshot | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._paused_until = 0.0  # time.monotonic()
+        self.pause = RateLimitPause(max_connections)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -229,11 +260,8 @@ class EspHttpClient:
     async def post(self, url: str, *, body: bytes, headers: Mapping[str, str]) -> HttpReply:
         """POST ``body``; return the reply whatever its status, or raise a transient or
         ambiguous :class:`ProviderError` when the transport failed."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_connections)
         progress = _Progress()
-        async with self._slots:
-            await self._wait_out_pause()
+        async with self.pause.slot():
             try:
                 async with self._open().post(
                     url, data=body, headers=dict(headers), trace_request_ctx=progress
@@ -243,18 +271,11 @@ class EspHttpClient:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise self._transport_error(exc, sent=progress.headers_sent) from exc
             if reply.status == 429:
-                wait = retry_after_seconds(reply.headers)
-                self._paused_until = max(self._paused_until, time.monotonic() + wait)
+                self.pause.pause(retry_after_seconds(reply.headers))
         snapshot = rate_limit_snapshot(reply.headers)
         if snapshot is not None:
             self.rate_limit = snapshot
         return reply
-
-    async def _wait_out_pause(self) -> None:
-        pause = self._paused_until - time.monotonic()
-        if pause > 0:
-            await asyncio.sleep(pause)
-            await self._wait_out_pause()  # another 429 may have made it longer meanwhile
 
     def _transport_error(self, exc: BaseException, *, sent: bool) -> ProviderError:
         detail = f"{type(exc).__name__}: {exc}".rstrip(": ")

@@ -7,7 +7,8 @@ and our messages arrive rendered per recipient. ``EmailTags`` carry our send id 
 type into every SES event (``mail.tags``); tag values allow only letters, digits, ``_`` and
 ``-``, so the Message-ID is not a tag (it is ``<send id@sender domain>`` and in the headers).
 botocore's own retries are off: a retry after a read timeout could send twice, and the worker
-owns retrying.
+owns retrying. A throttling answer's wait holds every later ``SendEmail`` of the provider, as a
+429 does the HTTP adapters' (``http.RateLimitPause``): the calls of one hand-over are concurrent.
 
 =============================================  ============================================
 error                                          result
@@ -68,7 +69,7 @@ from postroom.errors import (
 )
 from postroom.messages import RenderedEmail
 from postroom.providers.base import SendResult
-from postroom.providers.http import required, retry_after_seconds
+from postroom.providers.http import RateLimitPause, required, retry_after_seconds
 from postroom.providers.mime import build_mime, envelope_address
 
 __all__ = ["MAX_DESTINATIONS", "SesProvider", "classify_client_error", "email_tags"]
@@ -195,6 +196,9 @@ class SesProvider:
             max_pool_connections=MAX_DESTINATIONS,
         )
         self._client: Any = None
+        # After a throttling answer no SendEmail goes out until its wait has passed: one slot
+        # per pooled connection, so none that passed the check waits in botocore's pool.
+        self.pause = RateLimitPause(MAX_DESTINATIONS)
         self._stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
 
@@ -265,12 +269,16 @@ class SesProvider:
         except InvalidMessageError as exc:
             error = PermanentProviderError(f"ses: message cannot be serialised: {exc}")
             return SendResult(email.send_id, error=error)
-        try:
-            answer = await client.send_email(**params)
-        except ClientError as exc:
-            return SendResult(email.send_id, error=classify_client_error(exc))
-        except BotoCoreError as exc:
-            return SendResult(email.send_id, error=classify_transport_error(exc))
+        async with self.pause.slot():
+            try:
+                answer = await client.send_email(**params)
+            except ClientError as exc:
+                refused = classify_client_error(exc)
+                if isinstance(refused, RateLimitedError):
+                    self.pause.pause(refused.retry_after)
+                return SendResult(email.send_id, error=refused)
+            except BotoCoreError as exc:
+                return SendResult(email.send_id, error=classify_transport_error(exc))
         return SendResult(email.send_id, provider_message_id=str(answer["MessageId"]))
 
     async def close(self) -> None:
