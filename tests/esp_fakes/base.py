@@ -60,11 +60,13 @@ class Fault:
 class FaultMix:
     """Random faults for load tests: ``rate`` of the calls (when no scripted fault is queued)
     answer 429 with a ``Retry-After`` of 1 to 3 s, 503, or lose the connection after the whole
-    request was read (half of those after the ESP acted on it), in equal shares."""
+    request was read (half of those after the ESP acted on it), in the ``shares`` given (equal
+    by default)."""
 
     rate: float = 0.3
     seed: int = 4
     retry_after: tuple[int, int] = (1, 3)
+    shares: dict[str, float] = field(default_factory=lambda: {"429": 1, "503": 1, "drop": 1})
     drawn: dict[str, int] = field(default_factory=dict)  # how many of each kind were chosen
 
     def __post_init__(self) -> None:
@@ -73,7 +75,7 @@ class FaultMix:
     def draw(self) -> Fault | None:
         if self._rng.random() >= self.rate:
             return None
-        kind = self._rng.choice(["429", "503", "drop"])
+        [kind] = self._rng.choices(list(self.shares), weights=list(self.shares.values()))
         if kind == "drop" and self._rng.random() < 0.5:
             kind = "accept_drop"
         self.drawn[kind] = self.drawn.get(kind, 0) + 1
