@@ -101,6 +101,8 @@ class FailoverProvider:
         self.breaker = breaker
         self.name = primary.name
         self.max_batch_size = primary.max_batch_size
+        # The hand-over counts request-rate tokens by how the primary calls (SES: per message).
+        self.calls_per_message = getattr(primary, "calls_per_message", False)
 
     async def send(self, batch: Sequence[RenderedEmail]) -> list[SendResult]:
         if not self.breaker.allow():

@@ -77,7 +77,7 @@ class DeliveryPipeline:
         s = Settlement()
         items = self._parse(deliveries, s)
         items = await self._prepare(items, s)
-        items = self._render(items, s)
+        items = await self._render(items, s)
         if items:
             most_urgent = min((i.priority for i in items), key=lambda p: p.rank)
             async with self._heartbeat(items):
@@ -263,11 +263,13 @@ class DeliveryPipeline:
                 s.release.append((item.delivery, self.lease_seconds))
         return keep
 
-    def _render(self, items: list[Item], s: Settlement) -> list[Item]:
+    async def _render(self, items: list[Item], s: Settlement) -> list[Item]:
         """Render after ``sending`` is written: a message that cannot render is recorded
         ``failed`` and dead-lettered, like any permanent failure."""
         keep = []
-        for item in items:
+        for n, item in enumerate(items):
+            if n % 16 == 15:
+                await asyncio.sleep(0)  # let the loop read answers (a 429) between renders
             try:
                 item.rendered = self.renderer.render(item.event, send_id=item.send_id)
             except (TemplateError, InvalidMessageError) as exc:

@@ -65,6 +65,8 @@ class WarmupProvider:
         self._clock = clock
         self.name = primary.name
         self.max_batch_size = primary.max_batch_size
+        # The hand-over counts request-rate tokens by how the primary calls (SES: per message).
+        self.calls_per_message = getattr(primary, "calls_per_message", False)
 
     async def send(self, batch: Sequence[RenderedEmail]) -> list[SendResult]:
         now = self._clock()

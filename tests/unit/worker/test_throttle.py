@@ -154,11 +154,6 @@ async def _delivered(provider: FakeProvider, count: int) -> bool:
     return len(provider.delivered) >= count
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the breaker and warm-up wrappers (worker/failover.py, warmup.py) do not pass on "
-    "SES's calls_per_message, so the hand-over takes one request token per hand-over",
-)
 @pytest.mark.parametrize("warmup", [False, True], ids=["breaker", "warmup-and-breaker"])
 async def test_ses_as_wired_takes_a_request_token_per_sendemail_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warmup: bool
