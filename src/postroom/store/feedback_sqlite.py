@@ -42,6 +42,9 @@ INSERT_EVENT = (
     "dedupe_key, event_key, occurred_at, received_at, payload) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
+# The dedupe keys of the events with these ids (a JSON array): which of a request's rows
+# went in, when its INSERT skipped some.
+DEDUPE_KEYS_OF = "SELECT dedupe_key FROM events WHERE id IN (SELECT value FROM json_each(?))"
 
 
 def _rank(column: str) -> str:

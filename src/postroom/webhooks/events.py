@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -82,21 +83,19 @@ class NormalizedEvent:
     @property
     def content_hash(self) -> str:
         """SHA-256 (hex) over the fields that say what happened; the dedupe key."""
-        values = [getattr(self, name) for name in _HASHED_FIELDS]
-        values[_HASHED_FIELDS.index("occurred_at")] = (
-            self.occurred_at.isoformat() if self.occurred_at else None
-        )
+        values = list(_HASHED_VALUES(self))
+        if self.occurred_at is not None:
+            values[_OCCURRED_AT] = self.occurred_at.isoformat()
         return hashlib.sha256(orjson.dumps(values)).hexdigest()
 
     def to_dict(self, content_hash: str | None = None) -> dict[str, Any]:
         """A JSON-ready dict (unset fields left out), with the content hash (pass it when
         already known: hashing is a good part of the cost)."""
-        data: dict[str, Any] = {}
-        for name in _FIELD_NAMES:
-            value = getattr(self, name)
-            if value is None or value == () or value is False:
-                continue
-            data[name] = value
+        data: dict[str, Any] = {
+            name: value
+            for name, value in zip(_FIELD_NAMES, _ALL_VALUES(self), strict=True)
+            if not (value is None or value is False or value == ())
+        }
         data["type"] = self.type.value
         if self.occurred_at is not None:
             data["occurred_at"] = self.occurred_at.isoformat()
@@ -110,3 +109,7 @@ class NormalizedEvent:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(NormalizedEvent))
+# One C call fetches them all: a loop of getattr was a third of hashing and serializing.
+_ALL_VALUES = attrgetter(*_FIELD_NAMES)
+_HASHED_VALUES = attrgetter(*_HASHED_FIELDS)
+_OCCURRED_AT = _HASHED_FIELDS.index("occurred_at")

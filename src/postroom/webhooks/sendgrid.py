@@ -25,7 +25,6 @@ from postroom.webhooks.base import (
     send_ids_from,
     smtp_details,
     text,
-    unique,
 )
 from postroom.webhooks.events import FeedbackType, NormalizedEvent
 
@@ -94,17 +93,18 @@ class SendGridReceiver(WebhookReceiver):
 
 
 def normalize(event: dict[str, Any]) -> NormalizedEvent:
-    kind = str(event.get("event") or "")
-    message_id = text(event.get("sg_message_id"))
-    diagnostic = text(event.get("reason")) if kind == "bounce" else text(event.get("response"))
+    get = event.get  # one bound method for the dozen look-ups: this runs per event
+    kind = str(get("event") or "")
+    message_id = text(get("sg_message_id"))
+    diagnostic = text(get("reason")) if kind == "bounce" else text(get("response"))
     code, enhanced = smtp_details(diagnostic)
-    user_agent = text(event.get("useragent"))
+    user_agent = text(get("useragent"))
     send_id, postroom_message_id = send_ids_from(event)  # custom_args arrive as top-level keys
     ignored_kind = _IGNORED.get(kind)
     if kind == "bounce":
         # type=bounce is a hard bounce; type=blocked is a block SendGrid does not retry and
         # lists under Blocks rather than Bounces: the address may well be good.
-        hard = event.get("type", "bounce") != "blocked"
+        hard = get("type", "bounce") != "blocked"
         kind_type = FeedbackType.BOUNCED_HARD if hard else FeedbackType.BOUNCED_SOFT
     elif kind in _TYPES:
         kind_type = _TYPES[kind]
@@ -115,31 +115,36 @@ def normalize(event: dict[str, Any]) -> NormalizedEvent:
     if kind == "unsubscribe":
         scope = "global"
     elif kind in ("group_unsubscribe", "group_resubscribe"):
-        scope = f"asm_group_id={event.get('asm_group_id')}"
-    reason = text(event.get("reason")) if kind == "dropped" else None
+        scope = f"asm_group_id={get('asm_group_id')}"
+    reason = text(get("reason")) if kind == "dropped" else None
     if kind == "bounce":
-        reason = text(event.get("bounce_classification"))
+        reason = text(get("bounce_classification"))
+    # The API's id is a strict prefix of the webhook's, so the two never repeat.
+    lookup_ids: tuple[str, ...] = ()
+    if message_id:
+        api_id = api_message_id(message_id)
+        lookup_ids = (message_id, api_id) if api_id else (message_id,)
     return NormalizedEvent(
         provider="sendgrid",
         type=kind_type,
         esp_event=kind,
-        recipient=lower_email(event.get("email")),
-        occurred_at=epoch(event.get("timestamp")),
+        recipient=lower_email(get("email")),
+        occurred_at=epoch(get("timestamp")),
         esp_message_id=message_id,
-        esp_event_id=text(event.get("sg_event_id")),
+        esp_event_id=text(get("sg_event_id")),
         postroom_send_id=send_id,
         postroom_message_id=postroom_message_id,
         smtp_code=code,
-        enhanced_status=text(event.get("status")) or enhanced,
+        enhanced_status=text(get("status")) or enhanced,
         diagnostic=diagnostic,
         reason=reason,
-        url=text(event.get("url")) if kind == "click" else None,
+        url=text(get("url")) if kind == "click" else None,
         user_agent=user_agent,
         machine_open=kind == "open"
-        and (event.get("sg_machine_open") is True or looks_machine_made(user_agent)),
+        and (get("sg_machine_open") is True or looks_machine_made(user_agent)),
         ignored_kind=ignored_kind,
         scope=scope,
-        lookup_ids=unique([message_id, api_message_id(message_id)]),
+        lookup_ids=lookup_ids,
     )
 
 

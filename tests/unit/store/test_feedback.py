@@ -19,7 +19,7 @@ from postroom.errors import WebhookVerificationError
 from postroom.store.database import Database, open_database
 from postroom.store.feedback import FeedbackStore, IngestResult
 from postroom.store.schema import events, send_feedback, sends, suppressions, webhook_tokens
-from postroom.store.suppressions import Suppressions
+from postroom.store.suppressions import Suppressions, SuppressionScope
 from postroom.webhooks.events import FeedbackType, NormalizedEvent
 from postroom.wiring import prepare_database
 
@@ -147,6 +147,27 @@ async def test_an_event_id_seen_before_is_not_stored_again(
     await store.ingest([event])
     changed = dataclasses.replace(event, diagnostic="250 OK (re-worded on a retry)")
     assert (await store.ingest([changed])).stored == 0
+
+
+async def test_a_request_mixing_stored_and_new_events_acts_on_the_new_ones_only(
+    db: Database, store: FeedbackStore
+) -> None:
+    kept, gone = await add_send(db, "kept@example.com"), await add_send(db, "gone@example.com")
+    seen = delivered("kept@example.com", kept)
+    await store.ingest([seen])
+    reworded = bounce("gone@example.com", gone)
+    result = await store.ingest(
+        [
+            dataclasses.replace(seen, esp_event_id="a-new-id"),  # stored: same content
+            bounce("gone@example.com", gone),
+            # The same ESP event id as the bounce, re-worded: the first of the two is kept.
+            dataclasses.replace(reworded, diagnostic="550 5.1.1 re-worded", reason=None),
+        ]
+    )
+    assert (result.stored, result.duplicates, result.bound) == (1, 2, 1)
+    assert result.suppressed == [("gone@example.com", SuppressionScope.ALL, "hard_bounce")]
+    assert await count(db, events) == 2
+    assert (await store.state(kept), await store.state(gone)) == ("delivered", "bounced_hard")
 
 
 async def test_a_late_delivered_does_not_undo_a_hard_bounce(
