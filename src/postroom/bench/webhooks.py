@@ -23,12 +23,12 @@ import hmac
 import os
 import secrets
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -40,25 +40,84 @@ class WebhookRate:
 
 
 def run(
-    batch: int, events: int, concurrency: int, scratch: Path, *, bound: bool = False
+    batch: int,
+    events: int,
+    concurrency: int,
+    scratch: Path,
+    *,
+    bound: bool = False,
+    database_url: str | None = None,
 ) -> WebhookRate:
-    """Start the API on ``scratch``, post ``events`` in requests of ``batch``, stop it."""
+    """Start the API on ``scratch`` (or on ``database_url``, whose rows from an earlier run
+    are removed first), post ``events`` in requests of ``batch``, stop it."""
+    url = database_url or f"sqlite:///{scratch / 'postroom.db'}"
     load = BenchLoad(batch, bound=bound)
+    _prepare(url, fresh=database_url is None)
     if bound:
-        load.add_sends(scratch, events // batch)
-    server = load.start_api(scratch)
+        load.add_sends(url, events // batch)
+    server = load.start_api(scratch, url)
     try:
         rate = asyncio.run(load.post(events // batch, concurrency))
     finally:
         server.terminate()
         server.wait(timeout=30)
     if bound:  # every event moved its send's state
-        with sqlite3.connect(scratch / "postroom.db") as db:
-            [(states,)] = db.execute("SELECT count(*) FROM send_feedback WHERE state = 'delivered'")
-        db.close()
+        states = _scalar(
+            url,
+            "SELECT count(*) FROM send_feedback WHERE state = 'delivered' "
+            "AND send_id LIKE 'BENCH%'",
+        )
         if states != events // batch * batch:
             raise RuntimeError(f"{states:,} sends of {events // batch * batch:,} were delivered")
     return rate
+
+
+def _prepare(url: str, *, fresh: bool) -> None:
+    """Migrate the database; on a given one, remove what an earlier run left (its sends,
+    states, events and tokens all carry the benchmark's marks)."""
+    from postroom.store.migrate import upgrade
+
+    upgrade(url)
+    if fresh:
+        return
+    _execute(
+        url,
+        "DELETE FROM events WHERE recipient LIKE 'reader-%@example.com'",
+        "DELETE FROM send_feedback WHERE send_id LIKE 'BENCH%'",
+        "DELETE FROM sends WHERE id LIKE 'BENCH%'",
+        "DELETE FROM webhook_tokens WHERE key LIKE 'mailgun:token-%'",
+    )
+
+
+def _engine(url: str) -> Any:
+    from sqlalchemy import create_engine
+
+    from postroom.store.database import sync_url
+
+    return create_engine(sync_url(url))
+
+
+def _execute(url: str, *statements: str, rows: list[dict[str, Any]] | None = None) -> None:
+    from sqlalchemy import text
+
+    engine = _engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement), rows) if rows else conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def _scalar(url: str, query: str) -> int:
+    from sqlalchemy import text
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(query)).scalar_one())
+    finally:
+        engine.dispose()
 
 
 class BenchLoad:
@@ -75,7 +134,7 @@ class BenchLoad:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
 
-    def start_api(self, scratch: Path) -> subprocess.Popen[bytes]:
+    def start_api(self, scratch: Path, database_url: str) -> subprocess.Popen[bytes]:
         from cryptography.hazmat.primitives import serialization
 
         public = self.key.public_key().public_bytes(
@@ -84,6 +143,7 @@ class BenchLoad:
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSTROOM_")}
         env.update(
             POSTROOM_DATA_DIR=str(scratch),
+            POSTROOM_DATABASE_URL=database_url,
             POSTROOM_API_KEYS=secrets.token_urlsafe(16),
             POSTROOM_SECRET_KEY=secrets.token_urlsafe(32),
             POSTROOM_SENDGRID_WEBHOOK_PUBLIC_KEY=base64.b64encode(public).decode(),
@@ -94,30 +154,30 @@ class BenchLoad:
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
-    def add_sends(self, scratch: Path, requests: int) -> None:
-        """Migrate the API's database and put one sent email in the ledger per event."""
+    def add_sends(self, database_url: str, requests: int) -> None:
+        """Put one sent email in the ledger per event (the database is migrated)."""
         from datetime import UTC, datetime
 
-        from postroom.store.migrate import upgrade
+        from postroom.store.database import is_sqlite
         from postroom.store.sqlite_driver import stored_time
 
-        path = scratch / "postroom.db"
-        upgrade(f"sqlite:///{path}")
-        now = stored_time(datetime.now(UTC))
+        clock = datetime.now(UTC)
+        # SQLite's times as the store writes them there
+        now = stored_time(clock) if is_sqlite(database_url) else clock
         rows = [
-            (_send_id(n, i), f"bench-{n}-{i}", _recipient(n, i), now, now)
+            {"id": _send_id(n, i), "key": f"bench-{n}-{i}", "to": _recipient(n, i), "now": now}
+            | {"doc": b"{}"}
             for n in range(requests)
             for i in range(self.batch)
         ]
-        with sqlite3.connect(path) as db:
-            db.executemany(
-                "INSERT INTO sends (id, idempotency_key, recipient, email_type, priority, status, "
-                "attempts, document, content_hash, created_at, updated_at) "
-                "VALUES (?, ?, ?, 'welcome', 'transactional', 'sent', 1, x'7b7d', "
-                "'0000000000000000000000000000000000000000000000000000000000000000', ?, ?)",
-                rows,
-            )
-        db.close()
+        _execute(
+            database_url,
+            "INSERT INTO sends (id, idempotency_key, recipient, email_type, priority, status, "
+            "attempts, document, content_hash, created_at, updated_at) "
+            "VALUES (:id, :key, :to, 'welcome', 'transactional', 'sent', 1, :doc, "
+            "'0000000000000000000000000000000000000000000000000000000000000000', :now, :now)",
+            rows=rows,
+        )
 
     def request(self, n: int) -> tuple[str, dict[str, str], bytes]:
         """(provider, headers, body) of the ``n``-th request."""

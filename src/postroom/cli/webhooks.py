@@ -99,10 +99,18 @@ def bench(
         bool,
         typer.Option(help="Put a send per event in the ledger first, and name it in the event."),
     ] = False,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="Database URL (default: a fresh SQLite file); the benchmark's rows from an "
+            "earlier run on it are removed first."
+        ),
+    ] = None,
 ) -> None:
     """Events/s through POST /webhooks on the embedded default: signed SendGrid batches of
     --batch events, or with --batch 1, one Mailgun-style event per POST (HMAC, one-use token).
-    The API runs as its own process on a fresh SQLite database; every event is a new one."""
+    The API runs as its own process on a fresh SQLite database (or --database); every event
+    is a new one."""
     import tempfile
 
     from postroom.bench.webhooks import run
@@ -111,12 +119,15 @@ def bench(
         raise typer.BadParameter("--batch, --events and --concurrency must be positive")
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as scratch:
         try:
-            rate = run(batch, events, concurrency, Path(scratch), bound=bound)
+            rate = run(
+                batch, events, concurrency, Path(scratch), bound=bound, database_url=database
+            )
         except RuntimeError as exc:
             fail(str(exc))
     kind = "SendGrid batches" if batch > 1 else "single Mailgun events"
     about = "each bound to a send" if bound else "bound to no send"
-    print(f"{kind}: {batch} event(s) per POST, {about}, {concurrency} in flight")
+    where = "PostgreSQL" if database and database.startswith("postgresql") else "SQLite"
+    print(f"{kind}: {batch} event(s) per POST, {about}, {concurrency} in flight, {where}")
     print(
         f"ingested         {rate.events_per_second:,.0f} events/s "
         f"({rate.posts_per_second:,.0f} POST/s)"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, case, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from postroom.errors import WebhookVerificationError
@@ -63,14 +63,6 @@ _LATEST_STATES = (
     .order_by(send_feedback.c.send_created_at.desc())
     .limit(bindparam("window"))
 )
-_RAISE_STATE = (
-    update(send_feedback)
-    .where(
-        send_feedback.c.send_id == bindparam("b_send_id"),
-        send_feedback.c.state.in_(bindparam("weaker", expanding=True)),
-    )
-    .values(state=bindparam("b_state"), updated_at=bindparam("b_now"))
-)
 _EXPIRED_TOKENS = delete(webhook_tokens).where(webhook_tokens.c.expires_at < bindparam("now"))
 _PURGE_EVERY = 1000  # token claims between two purges of expired tokens
 
@@ -80,9 +72,24 @@ def _per_dialect(build: Callable[[Any], Any]) -> dict[str, Any]:
     return {"postgresql": build(postgresql), "sqlite": build(sqlite)}
 
 
-_INSERT_STATE = _per_dialect(
-    lambda d: d.insert(send_feedback).on_conflict_do_nothing().returning(send_feedback.c.send_id)
-)
+def _rank(column: Any) -> Any:
+    """``column``'s rank in ``feedback_rules.RANK`` (0 for anything else)."""
+    return case(RANK, value=column, else_=0)
+
+
+def _upsert_state(d: Any) -> Any:
+    """A send's state inserted or raised, never lowered, in one statement: the WHERE is
+    checked against the row as it stands once locked, so concurrent requests about the same
+    send cannot lower it, and a request's states go in with one executemany."""
+    stmt = d.insert(send_feedback)
+    return stmt.on_conflict_do_update(
+        index_elements=[send_feedback.c.send_id],
+        set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
+        where=_rank(send_feedback.c.state) < _rank(stmt.excluded.state),
+    )
+
+
+_UPSERT_STATE = _per_dialect(_upsert_state)
 # A new token, or one whose earlier use has expired; nothing comes back for a live one.
 _CLAIM_TOKEN = _per_dialect(
     lambda d: (
@@ -284,29 +291,30 @@ def _advance_states(
     if driver is not None:
         # One upsert for the lot; its WHERE compares ranks, so a state only rises.
         stored_now = stored_time(now)
-        rows = [
-            (send_id, send.recipient, send.stored_created_at, state, stored_now)
-            for send_id, (send, state) in sorted(wanted.items())
-        ]
-        driver.executemany(sqlite_sql.UPSERT_STATE, rows)
+        driver.executemany(
+            sqlite_sql.UPSERT_STATE,
+            [
+                (send_id, send.recipient, send.stored_created_at, state, stored_now)
+                for send_id, (send, state) in sorted(wanted.items())
+            ],
+        )
         return
+    # The same upsert, in a fixed order of sends, so that two requests touching the same
+    # rows wait for each other instead of deadlocking.
+    rows: list[dict[str, Any]] = []
     for send_id, (send, state) in sorted(wanted.items()):
         assert send.created_at is not None  # a ledger send
-        # Only ever upwards, decided in the UPDATE itself so that concurrent requests about
-        # the same send cannot lower it.
-        weaker = [s for s, rank in RANK.items() if rank < RANK[state]]
-        values = {
-            "send_id": send_id,
-            "recipient": send.recipient,
-            "send_created_at": send.created_at,
-            "state": state,
-            "updated_at": now,
-        }
-        if conn.execute(_INSERT_STATE[conn.dialect.name], values).first() is None and weaker:
-            conn.execute(
-                _RAISE_STATE,
-                {"b_send_id": send_id, "b_state": state, "b_now": now, "weaker": weaker},
-            )
+        rows.append(
+            {
+                "send_id": send_id,
+                "recipient": send.recipient,
+                "send_created_at": send.created_at,
+                "state": state,
+                "updated_at": now,
+            }
+        )
+    if rows:
+        conn.execute(_UPSERT_STATE[conn.dialect.name], rows)
 
 
 def _detail(event: NormalizedEvent) -> str:
