@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, func, select, text, update
 
@@ -73,18 +73,6 @@ _COUNTED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Open:
-    """A recipient of the chunk still without an outcome (a row of ``_READ_OPEN``)."""
-
-    position: int
-    subscriber_id: str
-    email: str | None  # None once the subscriber was erased (GDPR)
-    name: str | None
-    variant: int | None
-    attempts: int
-
-
 def _select(conn: Connection, statement: str, params: dict[str, Any]) -> list[Any]:
     driver = sqlite_connection(conn)
     if driver is not None:
@@ -102,9 +90,9 @@ def _many(conn: Connection, statement: str, rows: list[dict[str, Any]]) -> int:
     return int(conn.execute(text(statement), rows).rowcount)
 
 
-@dataclass(frozen=True, slots=True)
-class RecipientOutcome:
-    """What became of one recipient: a final state, or ``PENDING`` to try again later."""
+class RecipientOutcome(NamedTuple):
+    """What became of one recipient: a final state, or ``PENDING`` to try again later (a
+    tuple: a chunk makes a thousand at a time)."""
 
     position: int
     state: RecipientState
@@ -168,22 +156,22 @@ class CampaignLedger:
             # The last hand-over's worker died with the chunk's open recipients in hand.
             values = _outcome(RecipientState.AMBIGUOUS, now, chunk.handovers, error="in doubt")
             counts["ambiguous"] += _execute(conn, _SET_REST, {**span, **values})
-        rows = [_Open(*row) for row in _select(conn, _READ_OPEN, span)]
-        addresses = [r.email for r in rows if r.email]
-        blocked = self._suppressions.blocked_within(conn, addresses, marketing=True)
+        # (position, subscriber_id, email, name, variant, attempts) per open recipient
+        rows = _select(conn, _READ_OPEN, span)
+        blocked = self._suppressions.blocked_within(
+            conn, [row[2] for row in rows if row[2]], marketing=True
+        )
         handover = chunk.handovers + 1
         suppressed: list[dict[str, object]] = []
         to_send: list[ChunkRecipient] = []
-        for r in rows:
+        for position, subscriber_id, email, name, variant, attempts in rows:
             # No address: the subscriber was erased (GDPR) after the snapshot.
-            if not r.email or r.email.lower() in blocked:
-                change = _outcome(RecipientState.SUPPRESSED, now, r.attempts)
-                suppressed.append({**change, "c": job.campaign_id, "p": r.position})
+            if not email or (blocked and email.lower() in blocked):
+                change = _outcome(RecipientState.SUPPRESSED, now, attempts)
+                suppressed.append({**change, "c": job.campaign_id, "p": position})
             else:
                 to_send.append(
-                    ChunkRecipient(
-                        r.position, r.subscriber_id, r.email, r.name, r.variant, r.attempts + 1
-                    )
+                    ChunkRecipient(position, subscriber_id, email, name, variant, handover)
                 )
         counts["suppressed"] += _many(conn, _SET_ROW, suppressed)
         marks: dict[str, object] = {"sending_since": None}

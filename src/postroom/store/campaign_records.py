@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 CHUNK_SIZE = 1000
 """Recipients per chunk job: one queue message, one batch call to an ESP that takes 1,000."""
@@ -133,8 +133,9 @@ class ChunkJob:
         return f"{self.campaign_id}.c{self.chunk}"
 
 
-@dataclass(slots=True)
-class ChunkRecipient:
+class ChunkRecipient(NamedTuple):
+    """A recipient a chunk hands over now (a tuple: a chunk makes a thousand at a time)."""
+
     position: int
     subscriber_id: str
     email: str
