@@ -10,167 +10,25 @@ hop per transaction, not per statement).
 
 from __future__ import annotations
 
-import functools
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 from sqlalchemy import (
-    BindParameter,
     Connection,
-    Float,
-    Integer,
     Row,
-    Select,
-    String,
-    Table,
     Update,
-    bindparam,
-    delete,
-    func,
-    select,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from postroom.errors import ConfigurationError
 from postroom.messages import Priority
+from postroom.queue import sql_statements as q
 from postroom.queue.base import Backlog, DeadLetter, Delivery, OutgoingMessage
 from postroom.store.database import Database
-from postroom.store.schema import dead_letters, queue_jobs
 from postroom.store.sqlite_driver import sqlite_connection
-
-_CLASSES = sorted(Priority, key=lambda priority: priority.rank)
-# Well under SQLite's bound-parameter limit (32,766) for IN lists.
-_CHUNK = 500
-_POISON_REASON = "delivery limit reached: handed out {} times without an outcome"
-_jobs = queue_jobs.c
-_dead = dead_letters.c
-
-
-@functools.cache
-def claim_select(queue: Priority, *, skip_locked: bool = False) -> Select[Any]:
-    """Ready jobs of one class, oldest first: the statement :meth:`SqlQueue.receive` runs, with
-    parameters ``now`` and ``limit`` (built once: statement construction costs as much as the
-    query itself).
-
-    ORDER BY must be exactly the index order (queue, available_at): anything else makes SQLite
-    sort the whole backlog on every claim (6 claims/s instead of 5.5k/s on 1M rows).
-    """
-    statement = (
-        select(_jobs.id, _jobs.body, _jobs.attempt, _jobs.deliveries)
-        .where(_jobs.queue == queue.value, _jobs.available_at <= bindparam("now", type_=Float))
-        .order_by(_jobs.available_at)
-        .limit(bindparam("limit", type_=Integer))
-    )
-    if skip_locked:
-        # PostgreSQL: concurrent receivers pass over each other's rows instead of waiting.
-        statement = statement.with_for_update(skip_locked=True)
-    return statement
-
-
-_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
-_LEASE = (
-    update(queue_jobs)
-    .where(_jobs.id.in_(_IDS))
-    .values(
-        available_at=bindparam("until", type_=Float),
-        deliveries=_jobs.deliveries + 1,
-        receipt=bindparam("new_receipt", type_=String),
-    )
-)
-_ACK = delete(queue_jobs).where(
-    _jobs.receipt == bindparam("held_receipt", type_=String), _jobs.id.in_(_IDS)
-)
-_HELD = (_jobs.id == bindparam("job_id", type_=String)) & (
-    _jobs.receipt == bindparam("held_receipt", type_=String)
-)
-_GIVE_BACK = update(queue_jobs).where(_HELD).values(receipt=None)
-# A scheduled retry is an outcome: the count of hand-outs without one starts again, so only
-# crashes (not the retry schedule) count towards the poison limit.
-_RETRY = _GIVE_BACK.values(
-    available_at=bindparam("until", type_=Float),
-    attempt=_jobs.attempt + 1,
-    deliveries=0,
-    last_error=bindparam("error", type_=String),
-)
-# Not a failed delivery: undo the hand-out so it does not count towards poison.
-_RELEASE = _GIVE_BACK.values(
-    available_at=bindparam("until", type_=Float), deliveries=_jobs.deliveries - 1
-)
-_EXTEND = update(queue_jobs).where(_HELD).values(available_at=bindparam("until", type_=Float))
-_DELETE_HELD = delete(queue_jobs).where(_HELD)
-_DELETE_JOBS = delete(queue_jobs).where(_jobs.id.in_(_IDS))
-_DELETE_LETTERS = delete(dead_letters).where(_dead.id.in_(_IDS))
-# ORDER BY dead_at alone matches ix_dead_letters_dead_at (ties fall in insertion order).
-_LETTERS = select(dead_letters).where(_dead.id.in_(_IDS)).order_by(_dead.dead_at)
-_LETTER_IDS = select(_dead.id).order_by(_dead.dead_at)
-_LETTER_PAGE = (
-    select(dead_letters)
-    .order_by(_dead.dead_at)
-    .limit(bindparam("limit", type_=Integer))
-    .offset(bindparam("offset", type_=Integer))
-)
-_LETTER = select(dead_letters).where(_dead.id == bindparam("letter_id", type_=String))
-_DEPTH = select(_jobs.queue, func.count()).group_by(_jobs.queue)
-# The earliest ``available_at`` of a class, one index seek: a message ready since then has
-# waited that long (leased and delayed ones lie in the future and count as no wait).
-_EARLIEST = (
-    select(_jobs.available_at)
-    .where(_jobs.queue == bindparam("class_name", type_=String))
-    .order_by(_jobs.available_at)
-    .limit(1)
-)
-_DEAD_COUNT = select(func.count()).select_from(dead_letters)
-
-# The hot statements again as SQL for the stdlib driver on SQLite (see
-# ``postroom.store.sqlite_driver``: Core costs more than the statement there). Same index
-# order as ``claim_select``.
-_SQLITE_ENQUEUE = (
-    "INSERT INTO queue_jobs (id, queue, body, available_at, attempt, deliveries, receipt, "
-    "created_at) VALUES (:id, :queue, :body, :available_at, :attempt, :deliveries, :receipt, "
-    ":created_at) ON CONFLICT (id) DO NOTHING"
-)
-_SQLITE_CLAIM = (
-    "SELECT id, body, attempt, deliveries FROM queue_jobs WHERE queue = ? AND available_at <= ? "
-    "ORDER BY available_at LIMIT ?"
-)
-_SQLITE_LEASE = (
-    "UPDATE queue_jobs SET available_at = ?, deliveries = deliveries + 1, receipt = ? WHERE id = ?"
-)
-_SQLITE_ACK = "DELETE FROM queue_jobs WHERE id = ? AND receipt = ?"
-
-
-class _JobRow(NamedTuple):
-    id: str
-    body: bytes
-    attempt: int
-    deliveries: int
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-class _DialectStatements:
-    """The statements whose SQL differs between SQLite and PostgreSQL (upserts, row locks)."""
-
-    def __init__(self, postgres: bool) -> None:
-        def insert(table: Table) -> sqlite.Insert | postgresql.Insert:
-            return postgresql.insert(table) if postgres else sqlite.insert(table)
-
-        # A job with the same id already queued wins: enqueue is idempotent by id.
-        self.enqueue = insert(queue_jobs).on_conflict_do_nothing(index_elements=["id"])
-        letter = insert(dead_letters)
-        replaced = ("queue", "body", "reason", "attempt", "dead_at")
-        self.dead_letter = letter.on_conflict_do_update(
-            index_elements=["id"], set_={name: letter.excluded[name] for name in replaced}
-        )
-        self.claims = [(p, claim_select(p, skip_locked=postgres)) for p in _CLASSES]
 
 
 class SqlQueue:
@@ -190,7 +48,7 @@ class SqlQueue:
                 f"the SQL queue supports sqlite and postgresql, not {db.dialect}"
             )
         self._db = db
-        self._sql = _DialectStatements(db.dialect == "postgresql")
+        self._sql = q.DialectStatements(db.dialect == "postgresql")
         self._max_deliveries = max_deliveries
         self._clock = clock
 
@@ -208,7 +66,7 @@ class SqlQueue:
             if driver is None:
                 conn.execute(self._sql.enqueue, rows)
             else:
-                driver.executemany(_SQLITE_ENQUEUE, rows)
+                driver.executemany(q.SQLITE_ENQUEUE, rows)
 
     def shares(self, db: object) -> bool:
         """Whether this queue lives in ``db``, so :meth:`enqueue_within` can join its
@@ -232,19 +90,19 @@ class SqlQueue:
         for priority, statement in self._sql.claims:
             while len(claimed) < max_messages:
                 wanted = max_messages - len(claimed)
-                rows: Sequence[Row[Any] | _JobRow]
+                rows: Sequence[Row[Any] | q.JobRow]
                 if driver is None:
                     rows = conn.execute(statement, {"now": now, "limit": wanted}).all()
                 else:
-                    found = driver.execute(_SQLITE_CLAIM, (priority.value, now, wanted))
-                    rows = [_JobRow._make(values) for values in found]
+                    found = driver.execute(q.SQLITE_CLAIM, (priority.value, now, wanted))
+                    rows = [q.JobRow._make(values) for values in found]
                 poison = [row for row in rows if row.deliveries >= self._max_deliveries]
                 ready = [row for row in rows if row.deliveries < self._max_deliveries]
                 if ready and driver is None:
                     ids = [row.id for row in ready]
-                    conn.execute(_LEASE, {"ids": ids, "until": until, "new_receipt": receipt})
+                    conn.execute(q.LEASE, {"ids": ids, "until": until, "new_receipt": receipt})
                 elif ready and driver is not None:
-                    driver.executemany(_SQLITE_LEASE, [(until, receipt, r.id) for r in ready])
+                    driver.executemany(q.SQLITE_LEASE, [(until, receipt, r.id) for r in ready])
                 claimed += [_delivery(row, priority, receipt) for row in ready]
                 self._bury_poison(conn, poison, priority, now)
                 # Buried rows made room: look again, unless the class ran dry.
@@ -255,7 +113,7 @@ class SqlQueue:
     def _bury_poison(
         self,
         conn: Connection,
-        rows: Sequence[Row[Any] | _JobRow],
+        rows: Sequence[Row[Any] | q.JobRow],
         priority: Priority,
         now: float,
     ) -> None:
@@ -265,11 +123,11 @@ class SqlQueue:
         dead_at = datetime.fromtimestamp(now, UTC)
         letters = [
             _letter(row.id, priority.value, row.body, row.attempt, dead_at)
-            | {"reason": _POISON_REASON.format(row.deliveries)}
+            | {"reason": q.POISON_REASON.format(row.deliveries)}
             for row in rows
         ]
         conn.execute(self._sql.dead_letter, letters)
-        conn.execute(_DELETE_JOBS, {"ids": [row.id for row in rows]})
+        conn.execute(q.DELETE_JOBS, {"ids": [row.id for row in rows]})
 
     async def ack(self, deliveries: Sequence[Delivery]) -> int:
         if not deliveries:
@@ -284,7 +142,7 @@ class SqlQueue:
 
         def work(conn: Connection) -> int:
             # One statement per row: executemany's rowcount is not reliable on every driver.
-            return sum(conn.execute(_EXTEND, p).rowcount for p in params)
+            return sum(conn.execute(q.EXTEND, p).rowcount for p in params)
 
         return await self._db.write(work)
 
@@ -306,25 +164,25 @@ class SqlQueue:
     def ack_within(self, conn: Connection, deliveries: Sequence[Delivery]) -> int:
         driver = sqlite_connection(conn)
         if driver is not None:
-            return sum(driver.execute(_SQLITE_ACK, (d.id, d.receipt)).rowcount for d in deliveries)
+            return sum(driver.execute(q.SQLITE_ACK, (d.id, d.receipt)).rowcount for d in deliveries)
         ids_by_receipt: dict[str, list[str]] = defaultdict(list)
         for delivery in deliveries:
             ids_by_receipt[delivery.receipt].append(delivery.id)
         return sum(
-            conn.execute(_ACK, {"held_receipt": receipt, "ids": chunk}).rowcount
+            conn.execute(q.ACK, {"held_receipt": receipt, "ids": chunk}).rowcount
             for receipt, ids in ids_by_receipt.items()
-            for chunk in _chunks(ids)
+            for chunk in q.chunks(ids)
         )
 
     def retry_within(
         self, conn: Connection, delivery: Delivery, delay_seconds: float, error: str
     ) -> bool:
-        return self._give_back(conn, _RETRY, delivery, delay_seconds, error=error)
+        return self._give_back(conn, q.RETRY, delivery, delay_seconds, error=error)
 
     def release_within(
         self, conn: Connection, delivery: Delivery, delay_seconds: float = 0.0
     ) -> bool:
-        return self._give_back(conn, _RELEASE, delivery, delay_seconds)
+        return self._give_back(conn, q.RELEASE, delivery, delay_seconds)
 
     def _give_back(
         self,
@@ -342,19 +200,19 @@ class SqlQueue:
         letter = _letter(
             delivery.id, delivery.priority.value, delivery.body, delivery.attempt, dead_at
         ) | {"reason": reason}
-        if conn.execute(_DELETE_HELD, _held(delivery)).rowcount != 1:
+        if conn.execute(q.DELETE_HELD, _held(delivery)).rowcount != 1:
             return False
         conn.execute(self._sql.dead_letter, [letter])
         return True
 
     async def dlq_list(self, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
         params = {"limit": limit, "offset": offset}
-        rows = await self._db.read(lambda conn: conn.execute(_LETTER_PAGE, params).all())
+        rows = await self._db.read(lambda conn: conn.execute(q.LETTER_PAGE, params).all())
         return [_dead_letter(row) for row in rows]
 
     async def dlq_get(self, message_id: str) -> DeadLetter | None:
         params = {"letter_id": message_id}
-        row = await self._db.read(lambda conn: conn.execute(_LETTER, params).first())
+        row = await self._db.read(lambda conn: conn.execute(q.LETTER, params).first())
         return None if row is None else _dead_letter(row)
 
     async def dlq_replay(self, message_ids: Sequence[str] | None = None) -> int:
@@ -365,25 +223,25 @@ class SqlQueue:
         # A job with the same id already queued wins (idempotent enqueue); the letter still goes.
         replayed = 0
         for ids in _dead_letter_ids(conn, message_ids):
-            rows = conn.execute(_LETTERS, {"ids": ids}).all()
+            rows = conn.execute(q.LETTERS, {"ids": ids}).all()
             if rows:
                 jobs = [_job(row.id, row.queue, row.body, now) for row in rows]
                 conn.execute(self._sql.enqueue, jobs)
-                conn.execute(_DELETE_LETTERS, {"ids": ids})
+                conn.execute(q.DELETE_LETTERS, {"ids": ids})
             replayed += len(rows)
         return replayed
 
     async def dlq_purge(self, message_ids: Sequence[str] | None = None) -> int:
         def purge(conn: Connection) -> int:
             return sum(
-                conn.execute(_DELETE_LETTERS, {"ids": ids}).rowcount
+                conn.execute(q.DELETE_LETTERS, {"ids": ids}).rowcount
                 for ids in _dead_letter_ids(conn, message_ids)
             )
 
         return await self._db.write(purge)
 
     async def depth(self) -> dict[Priority, int]:
-        rows = await self._db.read(lambda conn: conn.execute(_DEPTH).all())
+        rows = await self._db.read(lambda conn: conn.execute(q.DEPTH).all())
         counts = dict.fromkeys(Priority, 0)
         counts.update((Priority(queue), count) for queue, count in rows)
         return counts
@@ -394,9 +252,9 @@ class SqlQueue:
         def work(conn: Connection) -> Backlog:
             ages = {}
             for priority in Priority:
-                earliest = conn.execute(_EARLIEST, {"class_name": priority.value}).scalar()
+                earliest = conn.execute(q.EARLIEST, {"class_name": priority.value}).scalar()
                 ages[priority] = max(0.0, now - earliest) if earliest is not None else 0.0
-            dead = int(conn.execute(_DEAD_COUNT).scalar_one())
+            dead = int(conn.execute(q.DEAD_COUNT).scalar_one())
             return Backlog(oldest_age=ages, dead_letters=dead)
 
         return await self._db.read(work)
@@ -408,8 +266,8 @@ class SqlQueue:
 def _dead_letter_ids(conn: Connection, message_ids: Sequence[str] | None) -> list[Sequence[str]]:
     """The ids to act on, oldest first, in chunks that fit an IN list (None means all)."""
     if message_ids is None:
-        message_ids = list(conn.execute(_LETTER_IDS).scalars())
-    return list(_chunks(list(dict.fromkeys(message_ids))))
+        message_ids = list(conn.execute(q.LETTER_IDS).scalars())
+    return list(q.chunks(list(dict.fromkeys(message_ids))))
 
 
 def _held(delivery: Delivery) -> dict[str, Any]:
@@ -436,7 +294,7 @@ def _letter(
     return {"id": letter_id, "queue": queue, "body": body, "attempt": attempt, "dead_at": dead_at}
 
 
-def _delivery(row: Row[Any] | _JobRow, priority: Priority, receipt: str) -> Delivery:
+def _delivery(row: Row[Any] | q.JobRow, priority: Priority, receipt: str) -> Delivery:
     return Delivery(
         id=row.id,
         priority=priority,

@@ -12,7 +12,8 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import sqlite
 
 from postroom.messages import Priority
-from postroom.queue.sql import SqlQueue, claim_select
+from postroom.queue.sql import SqlQueue
+from postroom.queue.sql_statements import claim_select
 from postroom.store.database import Database, open_database
 from postroom.store.migrate import upgrade
 

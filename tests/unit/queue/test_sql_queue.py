@@ -10,7 +10,8 @@ from sqlalchemy.dialects import postgresql
 
 from postroom.messages import Priority
 from postroom.queue.base import OutgoingMessage
-from postroom.queue.sql import SqlQueue, claim_select
+from postroom.queue.sql import SqlQueue
+from postroom.queue.sql_statements import claim_select
 from postroom.store.database import open_database
 from postroom.store.migrate import upgrade
 
