@@ -11,6 +11,7 @@ from postroom.store.campaign_ledger import CampaignLedger, RecipientOutcome
 from postroom.store.campaign_records import (
     CampaignState,
     ChunkJob,
+    ChunkRecipient,
     NewCampaign,
     RecipientState,
 )
@@ -49,6 +50,12 @@ async def _statuses(postroom: Postroom, job: ChunkJob) -> dict[str, int]:
     return counts
 
 
+def _all(
+    recipients: list[ChunkRecipient], state: RecipientState, pid: str
+) -> list[RecipientOutcome]:
+    return [RecipientOutcome(r.position, state, pid) for r in recipients]
+
+
 async def _hand_over(postroom: Postroom, job: ChunkJob) -> tuple[int | None, float | None]:
     c = campaign_chunks.c
     query = select(c.handovers, c.sending_since).where(
@@ -73,9 +80,7 @@ async def test_a_hand_over_is_marked_on_the_chunk_until_its_outcomes_are_recorde
     await ledger.heartbeat(job, 1)
     clock.now += 20  # past the first lease, within the one the heartbeat renewed
     assert (await ledger.prepare(job, LEASE)).busy
-    outcomes = [
-        RecipientOutcome(r.position, RecipientState.SENT, "esp-1") for r in prepared.to_send
-    ]
+    outcomes = _all(prepared.to_send, RecipientState.SENT, "esp-1")
     outcomes[0] = RecipientOutcome(0, RecipientState.PENDING, error="421 try later")
     assert await ledger.settle(job, prepared.handover, outcomes) == 1
     assert await _hand_over(postroom, job) == (1, None)
@@ -103,7 +108,7 @@ async def test_a_hand_over_past_its_lease_is_in_doubt_and_never_sent_again(
     assert await ledger.settle(job, later.handover, []) == 0
     assert await _statuses(postroom, job) == {"ambiguous@1": 10}
     # The first worker was only slow: its late outcomes change nothing.
-    outcomes = [RecipientOutcome(r.position, RecipientState.SENT, "esp-1") for r in lost.to_send]
+    outcomes = _all(lost.to_send, RecipientState.SENT, "esp-1")
     assert await ledger.settle(job, lost.handover, outcomes) == 0
     status = await postroom.campaigns.get(job.campaign_id)
     assert (status.status, status.ambiguous, status.sent) == (CampaignState.FINISHED, 10, 0)
@@ -119,9 +124,9 @@ async def test_a_hand_over_in_doubt_is_handed_over_again_when_the_policy_resends
     clock.now += LEASE + 1
     again = await ledger.prepare(job, LEASE)
     assert (len(again.to_send), again.handover) == (10, 2)
-    outcomes = [RecipientOutcome(r.position, RecipientState.SENT, "esp-2") for r in again.to_send]
+    outcomes = _all(again.to_send, RecipientState.SENT, "esp-2")
     # The slow first worker settles after the takeover: nothing of it is written.
-    stale = [RecipientOutcome(r.position, RecipientState.FAILED, "x") for r in lost.to_send]
+    stale = _all(lost.to_send, RecipientState.FAILED, "x")
     assert await ledger.settle(job, lost.handover, stale) == 10
     assert await ledger.settle(job, again.handover, outcomes) == 0
     assert await _statuses(postroom, job) == {"sent@2": 10}
