@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 
 from postroom.errors import PermanentProviderError
 from postroom.messages import RenderedEmail
-from postroom.providers import outbox as outbox_module
 from postroom.providers.outbox import INDEX_NAME, OutboxProvider, read_index
 
 
@@ -189,46 +187,3 @@ async def test_resend_restores_an_index_line_lost_to_a_crash(tmp_path: Path) -> 
     assert result.ok
     assert sorted(e["send_id"] for e in index_lines(tmp_path)) == ["01HZX0KEEP", "01HZX0LOST"]
     assert len(eml_files(tmp_path)) == 2
-
-
-async def test_a_slow_file_system_does_not_stall_the_event_loop(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A file creation can take a millisecond of kernel time on a busy disk; a batch written
-    # on the loop stopped every other task of the worker for the whole batch.
-    real_open = outbox_module.os.open
-
-    def slow_open(*args: Any, **kwargs: Any) -> int:
-        time.sleep(0.05)
-        return real_open(*args, **kwargs)
-
-    monkeypatch.setattr(outbox_module.os, "open", slow_open)
-    provider = OutboxProvider(tmp_path)
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    results = await provider.send([make_email(f"S{n}") for n in range(4)])
-    ticker.cancel()
-    await provider.close()
-    assert all(r.ok for r in results)
-    # Four files and an index at 50 ms each: about 0.25 s, in which the loop ticked freely.
-    assert ticks >= 20
-
-
-async def test_close_lets_a_batch_in_progress_finish(tmp_path: Path) -> None:
-    provider = OutboxProvider(tmp_path)
-    sending = asyncio.create_task(provider.send([make_email(f"S{n}") for n in range(200)]))
-    await asyncio.sleep(0)  # the batch is handed to the writer thread
-    await provider.close()
-    assert all(r.ok for r in await sending)
-    assert len(eml_files(tmp_path)) == 200 and len(index_lines(tmp_path)) == 200
-    # A provider used again after close starts a new writer.
-    [again] = await provider.send([make_email("S999")])
-    assert again.ok
-    await provider.close()
