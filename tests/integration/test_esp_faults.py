@@ -12,14 +12,16 @@ resends marketing mail, which would leave those recipients without it.
 
 The fake serves from a process of its own, so it stamps a request when it arrives rather than
 when a loop busy with the worker reads it. A wait runs from when its 429 was written; a request
-arriving within ``IN_FLIGHT_ALLOWANCE`` (0.25 s) of that may have left the client before the
+arriving within ``IN_FLIGHT_ALLOWANCE`` (0.5 s) of that may have left the client before the
 429 could be read, and is not counted: no ESP can tell those apart, and from a client across
 the internet it would see them up to a round trip (0.1 to 0.2 s) late as well. Here the time is
 the worker's: a request that passed the check of the wait is written 4 to 13 ms later (aiohttp
 takes a pooled connection, then writes the body), and a 429 is read at the loop's next turn,
-which other claims' work holds up to ~0.15 s under this load once rendering yields to it
-(measured, the fake's counts against the client's own record of when it checked, wrote and
-read: no request passed the check after its 429 was read).
+which other claims' work holds up to ~0.15 s on a quiet machine once rendering yields to it,
+and ~0.33 s was seen with the whole suite running beside other work (measured, the fake's
+counts against the client's own record of when it checked, wrote and read: no request passed
+the check after its 429 was read). A client that ignored the wait would keep sending through
+all of its 1 to 3 s, far past the allowance.
 
 SES runs against the fake ``SendEmail`` endpoint of ``esp_fakes.ses`` (moto cannot fault),
 outside the default suite (``pytest -m long tests/integration/test_esp_faults.py``): one call
@@ -51,7 +53,7 @@ EMAILS = 5_000
 # the limit the fake advertises and counts violations of.
 REQUEST_RATE = {"sendgrid": 25.0, "mailgun": 25.0, "postmark": 25.0, "ses": 1000.0}
 ADVERTISED_LIMIT = {"sendgrid": 40, "mailgun": 40, "postmark": 40, "ses": 1500}
-IN_FLIGHT_ALLOWANCE = 0.25
+IN_FLIGHT_ALLOWANCE = 0.5
 EQUAL_SHARES = {"429": 1.0, "503": 1.0, "drop": 1.0}
 # SES calls once per message, ~200 times as often as a batch API for the same mail: at equal
 # shares ~600 of its calls would answer 429, each wait holding every call for 1 to 3 s (over
