@@ -13,6 +13,7 @@ from postroom.store.campaign_records import (
     ChunkJob,
     ChunkRecipient,
     NewCampaign,
+    PreparedChunk,
     RecipientState,
 )
 from postroom.store.schema import campaign_chunks, campaign_recipients
@@ -95,15 +96,25 @@ async def test_a_hand_over_is_marked_on_the_chunk_until_its_outcomes_are_recorde
     assert (status.status, status.sent, status.pending) == (CampaignState.FINISHED, 10, 0)
 
 
+async def _taken_over(
+    postroom: Postroom, *, resend: bool
+) -> tuple[ChunkJob, CampaignLedger, PreparedChunk, PreparedChunk]:
+    """A chunk of 10 handed over by a worker that then goes silent, and the delivery that
+    finds it past its lease."""
+    job = await _started(postroom, 10)
+    clock = Clock()
+    ledger = CampaignLedger(
+        postroom.db, postroom.suppressions, resend_ambiguous=resend, clock=clock
+    )
+    lost = await ledger.prepare(job, LEASE)
+    clock.now += LEASE + 1
+    return job, ledger, lost, await ledger.prepare(job, LEASE)
+
+
 async def test_a_hand_over_past_its_lease_is_in_doubt_and_never_sent_again(
     postroom: Postroom,
 ) -> None:
-    job = await _started(postroom, 10)
-    clock = Clock()
-    ledger = CampaignLedger(postroom.db, postroom.suppressions, clock=clock)
-    lost = await ledger.prepare(job, LEASE)  # its worker dies with the chunk in hand
-    clock.now += LEASE + 1
-    later = await ledger.prepare(job, LEASE)
+    job, ledger, lost, later = await _taken_over(postroom, resend=False)
     assert later.to_send == [] and later.handover is None
     assert await ledger.settle(job, later.handover, []) == 0
     assert await _statuses(postroom, job) == {"ambiguous@1": 10}
@@ -117,12 +128,7 @@ async def test_a_hand_over_past_its_lease_is_in_doubt_and_never_sent_again(
 async def test_a_hand_over_in_doubt_is_handed_over_again_when_the_policy_resends(
     postroom: Postroom,
 ) -> None:
-    job = await _started(postroom, 10)
-    clock = Clock()
-    ledger = CampaignLedger(postroom.db, postroom.suppressions, resend_ambiguous=True, clock=clock)
-    lost = await ledger.prepare(job, LEASE)
-    clock.now += LEASE + 1
-    again = await ledger.prepare(job, LEASE)
+    job, ledger, lost, again = await _taken_over(postroom, resend=True)
     assert (len(again.to_send), again.handover) == (10, 2)
     outcomes = _all(again.to_send, RecipientState.SENT, "esp-2")
     # The slow first worker settles after the takeover: nothing of it is written.
