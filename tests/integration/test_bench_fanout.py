@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
+from tests.conftest import fresh_postgres_database
 
 from postroom.bench.fanout import run_fanout
 
@@ -19,3 +21,20 @@ def test_the_fake_esp_receives_every_recipient(esp: str) -> None:
     assert names == ["benchmark (main)", "worker 1", "worker 2"]
     assert all(u.peak_rss_mib > 10 and u.cpu_seconds > 0 for u in report.processes)
     assert "recipients/s" in "\n".join(report.lines())
+
+
+@pytest.mark.slow
+def test_a_reused_postgresql_database_is_left_without_the_runs_rows() -> None:
+    """Run twice on one PostgreSQL database: each run removes its rows and vacuums them, so
+    the second starts clean and the tables hold no dead rows of either."""
+    with fresh_postgres_database() as url:
+        for _ in range(2):
+            report = run_fanout(2_000, "mailgun", "sql://", url, workers=1)
+            assert report.recipients == 2_000
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+            live = conn.execute("SELECT count(*) FROM campaign_recipients").fetchone()
+            dead = conn.execute(
+                "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'campaign_recipients'"
+            ).fetchone()
+    assert live == (0,)
+    assert dead == (0,)

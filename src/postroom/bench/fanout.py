@@ -25,7 +25,7 @@ from postroom.bench.queues import clean_queue, fresh_queue_url
 from postroom.config import Settings
 from postroom.store.campaign_records import CampaignState, NewCampaign
 from postroom.store.campaigns import Campaigns
-from postroom.store.database import Database, open_database
+from postroom.store.database import Database, is_sqlite, open_database, sync_url
 from postroom.store.migrate import upgrade
 from postroom.store.schema import lists, subscribers, subscriptions
 
@@ -128,6 +128,7 @@ async def _prepare(settings: Settings, recipients: int) -> str:
     db = open_database(settings.resolved_database_url)
     try:
         await db.write(_remove_bench_rows)  # what an interrupted run on this database left
+        _vacuum(settings.resolved_database_url)
         await _load_audience(db, recipients)
         later = datetime(2999, 1, 1, tzinfo=UTC)  # started by the benchmark, not a scheduler
         status = await Campaigns(db).create(
@@ -172,6 +173,28 @@ async def _remove(settings: Settings) -> None:
         await db.write(_remove_bench_rows)
     finally:
         await db.dispose()
+    _vacuum(settings.resolved_database_url)
+
+
+_BENCH_TABLES = ("campaign_recipients", "campaign_chunks", "campaigns", "subscriptions",
+                 "subscribers", "lists")  # fmt: skip
+
+
+def _vacuum(database_url: str) -> None:
+    """PostgreSQL keeps a removed run's rows as dead tuples until vacuumed. Without this a
+    reused database grew run after run (1.6 GB of ``campaign_recipients`` for 1M live rows after
+    a day of runs) and its later runs were slower (66.5 s against 47.8 s for 1M)."""
+    if is_sqlite(database_url):
+        return  # a fresh file per run unless given; SQLite reuses freed pages itself
+    from sqlalchemy import create_engine
+
+    engine = create_engine(sync_url(database_url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for table in _BENCH_TABLES:
+                conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
+    finally:
+        engine.dispose()
 
 
 def _remove_bench_rows(conn: Any) -> None:
