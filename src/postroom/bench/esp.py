@@ -183,7 +183,7 @@ def newsletter_copies(count: int) -> list[RenderedEmail]:
         ab_test=None,
     )
     recipients = [
-        ChunkRecipient(i, f"B{i:025d}", f"reader{i}@example.com", f"Reader {i}", None, 1)
+        ChunkRecipient(i, f"B{i:025d}", f"reader{i}@example.com", f"Reader {i}", None)
         for i in range(count)
     ]
     return ChunkRenderer(_renderer()).render(content, recipients, None, failed=[])

@@ -170,9 +170,7 @@ class CampaignLedger:
                 change = _outcome(RecipientState.SUPPRESSED, now, attempts)
                 suppressed.append({**change, "c": job.campaign_id, "p": position})
             else:
-                to_send.append(
-                    ChunkRecipient(position, subscriber_id, email, name, variant, handover)
-                )
+                to_send.append(ChunkRecipient(position, subscriber_id, email, name, variant))
         counts["suppressed"] += _many(conn, _SET_ROW, suppressed)
         marks: dict[str, object] = {"sending_since": None}
         if to_send:

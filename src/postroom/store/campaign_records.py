@@ -141,7 +141,6 @@ class ChunkRecipient(NamedTuple):
     email: str
     name: str | None
     variant: int | None
-    attempts: int
 
     def send_id(self, campaign_id: str) -> str:
         return f"{campaign_id}.{self.position}"

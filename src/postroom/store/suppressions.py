@@ -37,11 +37,6 @@ ERASED_REASON = "erased"
 """The reason of an erased address's entries; removing them needs ``force``."""
 
 # Built once: on SQLite, building a statement costs more than running it.
-_BLOCKED = select(suppressions.c.address_hash).where(
-    suppressions.c.address_hash.in_(bindparam("hashes", expanding=True)),
-    suppressions.c.scope.in_(bindparam("scopes", expanding=True)),
-)
-
 # The hashes (hex digits) travel as one comma-joined string: a text array parameter would
 # have the driver quote-check each of a chunk's thousand elements.
 _PG_BLOCKED = text(
@@ -265,17 +260,10 @@ class Suppressions:
                 for key, email in sorted(by_hash.items())
                 if driver.execute(_SQLITE_BLOCKED, (key, *both)).fetchall()
             }
-        if conn.dialect.name == "postgresql":
-            # Two parameters however many addresses: an expanding IN would bind (and
-            # SQLAlchemy compile) one parameter per address of a thousand-recipient chunk.
-            params = {"hashes": ",".join(sorted(by_hash)), "scopes": scopes}
-            return {by_hash[k] for k in conn.execute(_PG_BLOCKED, params).scalars()}
-        keys = sorted(by_hash)
-        blocked: set[str] = set()
-        for start in range(0, len(keys), 500):
-            params = {"hashes": keys[start : start + 500], "scopes": scopes}
-            blocked.update(by_hash[k] for k in conn.execute(_BLOCKED, params).scalars())
-        return blocked
+        # PostgreSQL: two parameters however many addresses; an expanding IN would bind (and
+        # SQLAlchemy compile) one parameter per address of a thousand-recipient chunk.
+        params = {"hashes": ",".join(sorted(by_hash)), "scopes": scopes}
+        return {by_hash[k] for k in conn.execute(_PG_BLOCKED, params).scalars()}
 
 
 def _blocked_in_lists(

@@ -40,7 +40,7 @@ NAMES = [
 
 def recipients() -> list[ChunkRecipient]:
     return [
-        ChunkRecipient(i, f"SUB{i:023d}", f"reader.{i}+news@example.com", name, None, 1)
+        ChunkRecipient(i, f"SUB{i:023d}", f"reader.{i}+news@example.com", name, None)
         for i, name in enumerate(NAMES)
     ]
 
