@@ -190,7 +190,7 @@ class FeedbackStore:
         fresh = [
             (event, bindings[i])
             for i, event in enumerate(unique_events)
-            if i in bindings and hashes[i] in inserted
+            if i in bindings and rows[i][6] in inserted  # its dedupe key
         ]
         result.bound = len(fresh)
         if fresh:
@@ -201,7 +201,7 @@ class FeedbackStore:
         self,
         conn: Connection,
         fresh: list[tuple[NormalizedEvent, BoundSend]],
-        stored_keys: set[str],
+        stored_keys: set[bytes],
         now: datetime,
         result: IngestResult,
     ) -> None:

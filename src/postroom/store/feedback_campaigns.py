@@ -81,7 +81,7 @@ def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
 def apply_to_campaigns(
     conn: Connection,
     fresh: Iterable[tuple[NormalizedEvent, BoundSend]],
-    stored_keys: set[str],
+    stored_keys: set[bytes],
     now: datetime,
 ) -> dict[str, str | None]:
     """Apply ``fresh`` events bound to campaign recipients (others are skipped); return each
@@ -131,7 +131,7 @@ def apply_to_campaigns(
     return states
 
 
-def _first_unsubscribe(conn: Connection, send: BoundSend, stored_keys: set[str]) -> bool:
+def _first_unsubscribe(conn: Connection, send: BoundSend, stored_keys: set[bytes]) -> bool:
     """No unsubscribe bound to this campaign recipient was stored before this request. (An
     address has few unsubscribe events, found through the events' recipient index.)"""
     for row in conn.execute(_UNSUBSCRIBES, {"recipient": send.recipient}):

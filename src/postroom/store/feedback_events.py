@@ -3,6 +3,11 @@
 ``events.dedupe_key`` is the content hash and ``events.event_key`` a hash of the ESP's event
 id; both are unique and inserts skip conflicts, so the keys that come back name the events
 that are new (fresh), the only ones whose rules run.
+
+Both keys are stored as 16 bytes (the first 128 bits of their SHA-256): each is a random
+position in a unique index, and on SQLite the 64-character hex form made each insert cost
+about 20 µs more (an index three times the size, more pages split and written per commit).
+128 bits keep collisions out of reach (~10⁻²¹ for a billion events).
 """
 
 from __future__ import annotations
@@ -61,6 +66,14 @@ _EVENT_COLUMNS = (
 )
 
 
+def stored_key(content_hash: str) -> bytes:
+    """The ``dedupe_key`` stored for an event with this content hash (hex SHA-256)."""
+    return bytes.fromhex(content_hash[:_KEY_HEX])
+
+
+_KEY_HEX = 32  # 16 bytes
+
+
 def event_row(
     event_id: str,
     event: NormalizedEvent,
@@ -83,23 +96,23 @@ def event_row(
         # events.send_id references the ledger: null for campaign recipients
         send.id if send and send.campaign_id is None else None,
         (event.esp_message_id or "")[:255] or None,
-        content_hash,
+        stored_key(content_hash),
         event_key(event),
         event.occurred_at or now,
         encoded,
     )
 
 
-def event_key(event: NormalizedEvent) -> str | None:
+def event_key(event: NormalizedEvent) -> bytes | None:
     if not event.esp_event_id:
         return None
     basis = "\x1f".join(
         (event.provider, event.esp_event_id, event.recipient or "", event.type.value)
     )
-    return hashlib.sha256(basis.encode()).hexdigest()
+    return hashlib.sha256(basis.encode()).digest()[: _KEY_HEX // 2]
 
 
-def insert_events(conn: Connection, rows: list[tuple[Any, ...]], now: datetime) -> set[str]:
+def insert_events(conn: Connection, rows: list[tuple[Any, ...]], now: datetime) -> set[bytes]:
     """Insert ``rows``, skipping any already stored; the dedupe keys of those inserted."""
     if not rows:
         return set()
@@ -107,7 +120,7 @@ def insert_events(conn: Connection, rows: list[tuple[Any, ...]], now: datetime) 
     if driver is None:  # one multi-row INSERT … RETURNING, in a fixed lock order
         ordered = sorted(
             (dict(zip(_EVENT_COLUMNS, row, strict=True)) | {"received_at": now} for row in rows),
-            key=lambda row: str(row["dedupe_key"]),
+            key=lambda row: bytes(row["dedupe_key"]),
         )
         return set(conn.execute(_INSERT_EVENTS[conn.dialect.name], ordered).scalars())
     received_at = stored_time(now)

@@ -164,14 +164,15 @@ events = Table(
     Column("recipient", String(320), nullable=False),
     Column("send_id", String(26), ForeignKey("sends.id", ondelete="SET NULL")),
     Column("provider_message_id", String(255)),
-    Column("dedupe_key", String(64), nullable=False, unique=True),
+    Column("dedupe_key", LargeBinary(16), nullable=False, unique=True),
     Column("occurred_at", UtcDateTime, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     # Added in 0002: a hash of (provider, ESP event id, recipient, type), so an event the ESP
     # sends again under its id is stored once even if its content changed; dedupe_key is the
-    # content hash, for ESPs (SendGrid) that re-send the same event under a new id.
-    Column("event_key", String(64)),
+    # content hash, for ESPs (SendGrid) that re-send the same event under a new id. Both keys
+    # are the first 16 bytes of a SHA-256 since 0007 (``store/feedback_events.py``).
+    Column("event_key", LargeBinary(16)),
     Index(None, "send_id"),
     Index(None, "recipient", "occurred_at"),
     Index(None, "event_key", unique=True),

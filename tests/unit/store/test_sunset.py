@@ -13,6 +13,7 @@ from ulid import ULID
 
 from postroom.cli.sunset import describe, run_sunset
 from postroom.store.consent import Consent, ConsentKind
+from postroom.store.feedback_events import stored_key
 from postroom.store.schema import events, sends, subscribers
 from postroom.store.subscribers import NewSubscriber, Subscribers
 from postroom.store.sunset import Reengagement, SunsetAction, decide
@@ -41,7 +42,7 @@ async def record(
         "provider": "sendgrid",
         "event_type": kind.value,
         "recipient": email,
-        "dedupe_key": event.content_hash,
+        "dedupe_key": stored_key(event.content_hash),
         "occurred_at": at,
         "received_at": at,
         "payload": event.to_json(),
