@@ -9,10 +9,10 @@ Layout and headers: :mod:`postroom.queue.rabbitmq_topology`. One connection per 
   into one buffer per class; ``receive`` hands out what is buffered, most urgent class first,
   waiting at most ``receive_wait`` when nothing is. Consumers start on the first ``receive``,
   so a handle that only publishes (the API, the CLI) never holds messages.
-* **Leases** are kept here: RabbitMQ itself keeps an unacked message with its consumer until the
-  channel closes, so a handed-out message that is not settled or extended within its lease is
-  returned to the queue (``nack`` with requeue) and goes to the next receiver, as with the SQL
-  backend. ``extend`` pushes that local deadline; it asks nothing of the broker.
+* **Leases** are kept by the handle (:mod:`postroom.queue.rabbitmq_leases`): a handed-out
+  message that is not settled or extended within its lease is returned to the queue (``nack``
+  with requeue) and goes to the next receiver, as with the SQL backend. ``extend`` pushes that
+  local deadline; it asks nothing of the broker.
 * **Retry and release** publish a copy (attempt + 1 for a retry) to the wait queue of the
   smallest tier not shorter than the delay, then ack the original; a delay longer than every
   tier carries a not-before header and is parked again on arrival.
@@ -26,14 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import os
 import secrets
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -44,16 +42,13 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import (
-    ChannelInvalidStateError,
-    DeliveryError,
-)
 
 from postroom.errors import ConfigurationError, QueueError
 from postroom.messages import Priority
 from postroom.queue import rabbitmq_topology as topo
 from postroom.queue.base import DeadLettersElsewhere, Delivery, OutgoingMessage
 from postroom.queue.rabbitmq_dead_letters import DeadLetterReader
+from postroom.queue.rabbitmq_leases import Leases, alive, give_back, settle
 from postroom.queue.rabbitmq_topology import BROKER_ERRORS, broker_errors
 
 log = logging.getLogger("postroom.queue.rabbitmq")
@@ -67,13 +62,6 @@ _RECONNECT_WAIT = 10.0
 _SETTLE = 0.005
 # Our options in the URL's query; the rest of the URL goes to aio-pika as it is.
 _URL_OPTIONS = ("prefix", "prefetch")
-
-
-@dataclass(slots=True)
-class _Held:
-    message: AbstractIncomingMessage
-    delivery: Delivery
-    timer: asyncio.TimerHandle
 
 
 def split_url(url: str) -> tuple[str, dict[str, str]]:
@@ -115,10 +103,8 @@ class RabbitMqQueue(DeadLettersElsewhere):
             priority: deque() for priority in topo.CLASSES
         }
         self._arrived = asyncio.Event()
-        self._held: dict[str, _Held] = {}
         self._token = secrets.token_hex(4)
-        self._receipts = itertools.count(1)
-        self._background: set[asyncio.Task[None]] = set()
+        self._leases = Leases(self._token)
         # Shown by `rabbitmqctl list_connections client_properties` and the management UI.
         self.connection_name = f"postroom {prefix} pid {os.getpid()} {self._token}"
 
@@ -236,13 +222,13 @@ class RabbitMqQueue(DeadLettersElsewhere):
             buffer = self._buffers[priority]
             while buffer and len(deliveries) < max_messages:
                 message = buffer.popleft()
-                if not _alive(message):
+                if not alive(message):
                     continue  # its channel closed: the broker has requeued it
                 not_before = topo.header_time(message.headers or {}, topo.NOT_BEFORE)
                 if not_before is not None and not_before > now:
                     await self._park(message, priority, not_before - now)
                     continue
-                deliveries.append(self._lease(message, priority, lease_seconds))
+                deliveries.append(self._leases.lease(message, priority, lease_seconds))
         return deliveries
 
     async def _collect(self, wanted: int) -> None:
@@ -265,64 +251,16 @@ class RabbitMqQueue(DeadLettersElsewhere):
             return False
         return True
 
-    def _lease(
-        self, message: AbstractIncomingMessage, priority: Priority, lease_seconds: float
-    ) -> Delivery:
-        headers = message.headers or {}
-        delivery = Delivery(
-            id=topo.message_id(message),
-            priority=priority,
-            body=message.body,
-            attempt=topo.header_int(headers, topo.ATTEMPT),
-            deliveries=topo.header_int(headers, topo.DELIVERY_COUNT) + 1,
-            receipt=f"{self._token}-{next(self._receipts)}",
-        )
-        timer = self._expire_later(delivery.receipt, lease_seconds)
-        self._held[delivery.receipt] = _Held(message, delivery, timer)
-        return delivery
-
-    def _expire_later(self, receipt: str, lease_seconds: float) -> asyncio.TimerHandle:
-        loop = asyncio.get_running_loop()
-        return loop.call_later(lease_seconds, self._expire, receipt)
-
-    def _expire(self, receipt: str) -> None:
-        held = self._held.pop(receipt, None)
-        if held is not None:
-            log.info("lease of message %s ran out; returning it to the queue", held.delivery.id)
-            self._in_background(_give_back(held.message))
-
-    def _in_background(self, work: Any) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _take(self, delivery: Delivery) -> _Held | None:
-        """Stop the lease of ``delivery`` if this handle still holds it."""
-        held = self._held.get(delivery.receipt)
-        if held is None or held.delivery.id != delivery.id:
-            return None
-        del self._held[delivery.receipt]
-        held.timer.cancel()
-        return held
-
     async def ack(self, deliveries: Sequence[Delivery]) -> int:
         acked = 0
         for delivery in deliveries:
-            held = self._take(delivery)
-            if held is not None and await _settle(held.message):
+            held = self._leases.take(delivery)
+            if held is not None and await settle(held.message):
                 acked += 1
         return acked
 
     async def extend(self, deliveries: Sequence[Delivery], lease_seconds: float) -> int:
-        extended = 0
-        for delivery in deliveries:
-            held = self._held.get(delivery.receipt)
-            if held is None or held.delivery.id != delivery.id or not _alive(held.message):
-                continue
-            held.timer.cancel()
-            held.timer = self._expire_later(delivery.receipt, lease_seconds)
-            extended += 1
-        return extended
+        return self._leases.extend(deliveries, lease_seconds)
 
     async def retry(self, delivery: Delivery, delay_seconds: float, error: str) -> bool:
         return await self._republish(
@@ -335,15 +273,15 @@ class RabbitMqQueue(DeadLettersElsewhere):
         return await self._republish(delivery, delay_seconds)
 
     async def _republish(self, delivery: Delivery, delay: float, **headers: Any) -> bool:
-        held = self._take(delivery)
-        if held is None or not _alive(held.message):
+        held = self._leases.take(delivery)
+        if held is None or not alive(held.message):
             return False
         try:
             await self._publish_delayed(held.message, delivery.priority, delay, **headers)
         except QueueError:
-            await _give_back(held.message)  # it comes back now rather than never
+            await give_back(held.message)  # it comes back now rather than never
             raise
-        return await _settle(held.message)
+        return await settle(held.message)
 
     async def _park(
         self, message: AbstractIncomingMessage, priority: Priority, delay: float
@@ -353,9 +291,9 @@ class RabbitMqQueue(DeadLettersElsewhere):
             await self._publish_delayed(message, priority, delay)
         except QueueError:
             log.exception("could not park a delayed message; it is returned to the queue")
-            await _give_back(message)
+            await give_back(message)
             return
-        await _settle(message)
+        await settle(message)
 
     async def _publish_delayed(
         self, message: AbstractIncomingMessage, priority: Priority, delay: float, **headers: Any
@@ -375,8 +313,8 @@ class RabbitMqQueue(DeadLettersElsewhere):
             )
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> bool:
-        held = self._take(delivery)
-        if held is None or not _alive(held.message):
+        held = self._leases.take(delivery)
+        if held is None or not alive(held.message):
             return False
         letter = topo.copy_of(
             held.message,
@@ -393,9 +331,9 @@ class RabbitMqQueue(DeadLettersElsewhere):
                     letter, routing_key=self.topology.dead_queue, mandatory=True
                 )
         except QueueError:
-            await _give_back(held.message)
+            await give_back(held.message)
             raise
-        return await _settle(held.message)
+        return await settle(held.message)
 
     # -- the dead-letter queue (rabbitmq_dead_letters) --------------------------------------
 
@@ -419,18 +357,14 @@ class RabbitMqQueue(DeadLettersElsewhere):
                     declared = await channel.queue_declare(name, passive=True)
                     counts[priority] += declared.message_count or 0
         for priority, buffer in self._buffers.items():
-            counts[priority] += sum(1 for message in buffer if _alive(message))
-        for held in self._held.values():
+            counts[priority] += sum(1 for message in buffer if alive(message))
+        for held in self._leases:
             counts[held.delivery.priority] += 1
         return counts
 
     async def close(self) -> None:
         """Close the connection: RabbitMQ returns every unacked message (leased or buffered)."""
-        for held in self._held.values():
-            held.timer.cancel()
-        self._held.clear()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._leases.close()
         if self._connection is not None:
             with contextlib.suppress(*BROKER_ERRORS):
                 await self._connection.close()
@@ -438,25 +372,3 @@ class RabbitMqQueue(DeadLettersElsewhere):
         self._consuming = False
         for buffer in self._buffers.values():
             buffer.clear()
-
-
-def _alive(message: AbstractIncomingMessage) -> bool:
-    """Whether the channel the message came on is still open (acks are still possible)."""
-    try:
-        return not message.channel.is_closed
-    except ChannelInvalidStateError:
-        return False
-
-
-async def _settle(message: AbstractIncomingMessage) -> bool:
-    """Ack; False when the channel closed meanwhile (the broker has requeued the message)."""
-    try:
-        await message.ack()
-    except (*BROKER_ERRORS, DeliveryError):
-        return False
-    return True
-
-
-async def _give_back(message: AbstractIncomingMessage) -> None:
-    with contextlib.suppress(*BROKER_ERRORS):
-        await message.nack(requeue=True)
