@@ -14,7 +14,12 @@ from tests.esp_fakes.base import Fault
 from tests.esp_fakes.messages import newsletter, sign_in, subscribers
 from tests.esp_fakes.sendgrid import FakeSendGrid
 
-from postroom.errors import PermanentProviderError, RateLimitedError, TransientProviderError
+from postroom.errors import (
+    PermanentProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    TransientProviderError,
+)
 from postroom.providers.sendgrid import SendGridProvider
 
 
@@ -211,6 +216,23 @@ async def test_429_honours_retry_after(fake: FakeSendGrid, provider: SendGridPro
     [result] = await provider.send([sign_in()])
     assert isinstance(result.error, RateLimitedError)
     assert result.error.retry_after == 3.0
+
+
+async def test_a_long_retry_after_hands_the_next_calls_back_unsent(
+    fake: FakeSendGrid, provider: SendGridProvider
+) -> None:
+    """Waiting ten minutes inside a call would outlive the message's queue lease; the calls
+    after such a 429 are not offered (the worker releases them without spending an attempt)."""
+    fake.fail_next(Fault.answer(429, b"{}", Retry_After="600"))
+    [limited] = await provider.send([sign_in()])
+    requests = fake.requests
+    start = time.monotonic()
+    later = await provider.send([sign_in("b@example.com", "s2"), *newsletter(2)])
+    assert time.monotonic() - start < 1.0
+    assert isinstance(limited.error, RateLimitedError)
+    assert all(isinstance(r.error, ProviderUnavailableError) for r in later)
+    assert all(598 <= r.error.retry_after <= 600 for r in later if r.error)
+    assert fake.requests == requests
 
 
 @pytest.mark.parametrize("status", [408, 500, 502, 503])

@@ -30,6 +30,7 @@ from postroom.errors import (
     InvalidMessageError,
     PermanentProviderError,
     ProviderError,
+    ProviderUnavailableError,
     RateLimitedError,
     TransientProviderError,
 )
@@ -57,6 +58,10 @@ DEFAULT_RATE_LIMIT_WAIT = 2.0
 MAX_RATE_LIMIT_WAIT = 3600.0
 """A reset further away than this is a clock problem or a bug; cap the wait rather than park
 mail for days."""
+LONGEST_WAIT_IN_CALL = 5.0
+"""A request that finds a longer pause ahead is not sent but handed back (``ProviderUnavailable
+Error``): waiting it out inside the call would hold its queue lease past expiry, and another
+worker would take the message while this one still meant to send it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,13 +198,17 @@ class RateLimitPause:
     write is the client library's own step (a pooled connection, milliseconds).
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, esp: str, longest_wait: float = LONGEST_WAIT_IN_CALL) -> None:
         self._size = slots
+        self._esp = esp
+        self._longest_wait = longest_wait
         self._slots: asyncio.Semaphore | None = None  # made on first use, in the running loop
         self._until = 0.0  # time.monotonic()
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
+        """Hold a slot once any pause has passed; raise ``ProviderUnavailableError`` instead
+        when the pause has longer to run than a call may wait."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._size)
         async with self._slots:
@@ -212,6 +221,11 @@ class RateLimitPause:
 
     async def _wait_out(self) -> None:
         pause = self._until - time.monotonic()
+        if pause > self._longest_wait:
+            raise ProviderUnavailableError(
+                f"{self._esp}: rate limited, asked to wait {pause:.0f}s more; not sent",
+                retry_after=pause,
+            )
         if pause > 0:
             await asyncio.sleep(pause)
             await self._wait_out()  # another 429 may have made it longer meanwhile
@@ -241,7 +255,7 @@ class EspHttpClient:
         self.keepalive = keepalive
         self.rate_limit: RateLimitSnapshot | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.pause = RateLimitPause(max_connections)
+        self.pause = RateLimitPause(max_connections, esp)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

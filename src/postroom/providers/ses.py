@@ -64,6 +64,7 @@ from postroom.errors import (
     InvalidMessageError,
     PermanentProviderError,
     ProviderError,
+    ProviderUnavailableError,
     RateLimitedError,
     TransientProviderError,
 )
@@ -198,7 +199,7 @@ class SesProvider:
         self._client: Any = None
         # After a throttling answer no SendEmail goes out until its wait has passed: one slot
         # per pooled connection, so none that passed the check waits in botocore's pool.
-        self.pause = RateLimitPause(MAX_DESTINATIONS)
+        self.pause = RateLimitPause(MAX_DESTINATIONS, "ses")
         self._stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
 
@@ -269,16 +270,22 @@ class SesProvider:
         except InvalidMessageError as exc:
             error = PermanentProviderError(f"ses: message cannot be serialised: {exc}")
             return SendResult(email.send_id, error=error)
-        async with self.pause.slot():
-            try:
-                answer = await client.send_email(**params)
-            except ClientError as exc:
-                refused = classify_client_error(exc)
-                if isinstance(refused, RateLimitedError):
-                    self.pause.pause(refused.retry_after)
-                return SendResult(email.send_id, error=refused)
-            except BotoCoreError as exc:
-                return SendResult(email.send_id, error=classify_transport_error(exc))
+        try:
+            async with self.pause.slot():
+                return await self._call(client, email, params)
+        except ProviderUnavailableError as exc:  # a long pause ahead: handed back, not sent
+            return SendResult(email.send_id, error=exc)
+
+    async def _call(self, client: Any, email: RenderedEmail, params: dict[str, Any]) -> SendResult:
+        try:
+            answer = await client.send_email(**params)
+        except ClientError as exc:
+            refused = classify_client_error(exc)
+            if isinstance(refused, RateLimitedError):
+                self.pause.pause(refused.retry_after)
+            return SendResult(email.send_id, error=refused)
+        except BotoCoreError as exc:
+            return SendResult(email.send_id, error=classify_transport_error(exc))
         return SendResult(email.send_id, provider_message_id=str(answer["MessageId"]))
 
     async def close(self) -> None:
