@@ -8,20 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Row,
-    String,
-    bindparam,
-    func,
-    insert,
-    select,
-    tuple_,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, String, bindparam, func, select, update
 
 from postroom.errors import IdempotencyConflictError
 from postroom.store import ledger_sqlite as sqlite_sql
@@ -34,6 +22,17 @@ from postroom.store.ledger_records import (
     Outcome,
     SendRecord,
     SendStatus,
+)
+from postroom.store.ledger_rows import (
+    CHUNK,
+    by_keys,
+    insert_attempts,
+    insert_ignoring_conflicts,
+    key_of,
+    keys_of,
+    new_row,
+    outcome_params,
+    record_from_row,
 )
 from postroom.store.ledger_sqlite import RECORD_COLUMNS
 from postroom.store.schema import send_attempts, sends
@@ -49,9 +48,6 @@ __all__ = [
     "SendRecord",
     "SendStatus",
 ]
-
-
-_CHUNK = 400  # rows per IN list: well under SQLite's bound-parameter limit
 
 # One statement moves the whole batch; RETURNING says which rows it won.
 _BEGIN_SENDING = (
@@ -76,13 +72,7 @@ _SET_MESSAGE_ID = (
 
 
 # Statements are built once: building one costs more than running it on SQLite.
-_BY_KEYS = select(*RECORD_COLUMNS).where(
-    tuple_(sends.c.idempotency_key, sends.c.recipient).in_(bindparam("keys", expanding=True))
-)
 _BY_ID = select(*RECORD_COLUMNS).where(sends.c.id == bindparam("id"))
-_ATTEMPT_NUMBERS = select(sends.c.id, sends.c.attempts).where(
-    sends.c.id.in_(bindparam("ids", expanding=True))
-)
 _OUTCOME = (
     update(sends)
     .where(sends.c.id == bindparam("b_id"))
@@ -97,7 +87,6 @@ _OUTCOME = (
 # turn a send another worker completed into ``failed`` or ``retry_scheduled``.
 # (One comparison per state, not NOT IN: executemany cannot take an expanding list.)
 _SET_OUTCOME = _OUTCOME.where(*(sends.c.status != s.value for s in FINAL))
-_INSERT_ATTEMPTS = insert(send_attempts)
 _MARK_AMBIGUOUS = (
     update(sends)
     .where(
@@ -122,14 +111,6 @@ _TOUCH_SENDING = (
 _SET_SENT = _OUTCOME.values(
     sent_at=bindparam("b_now"), provider_message_id=bindparam("b_provider_message_id")
 )
-
-
-def _record(row: Row[Any]) -> SendRecord:
-    m = row._mapping
-    return SendRecord(
-        **{c.name: m[c.name] for c in RECORD_COLUMNS if c.name != "status"},
-        status=SendStatus(m["status"]),
-    )
 
 
 class Ledger:
@@ -157,11 +138,11 @@ class Ledger:
         if not new:
             return []
         now = self._now()
-        values = [_new_row(n, now) for n in new]
+        values = [new_row(n, now) for n in new]
 
         def work(conn: Connection) -> list[tuple[SendRecord, bool]]:
-            _insert_ignoring_conflicts(conn, values)
-            found = _by_keys(conn, _keys(new))
+            insert_ignoring_conflicts(conn, values)
+            found = by_keys(conn, keys_of(new))
             result = [(found[(n.idempotency_key, n.recipient)], n) for n in new]
             if refuse_conflicts:
                 for record, n in result:
@@ -180,20 +161,20 @@ class Ledger:
     ) -> list[tuple[SendRecord, bool]]:
         """Each message's row, created when missing (a document published straight onto the
         queue has none yet), with whether it was created; in the caller's transaction."""
-        keys = _keys(new)
-        found = _by_keys(conn, keys)
+        keys = keys_of(new)
+        found = by_keys(conn, keys)
         if len(found) < len(set(keys)):
             now = self._now()
-            _insert_ignoring_conflicts(
-                conn, [_new_row(n, now) for n in new if _key(n) not in found]
+            insert_ignoring_conflicts(
+                conn, [new_row(n, now) for n in new if key_of(n) not in found]
             )
-            found = _by_keys(conn, keys)
-        return [(found[_key(n)], found[_key(n)].id == n.id) for n in new]
+            found = by_keys(conn, keys)
+        return [(found[key_of(n)], found[key_of(n)].id == n.id) for n in new]
 
     async def get(self, send_id: str) -> SendRecord | None:
         def work(conn: Connection) -> SendRecord | None:
             row = conn.execute(_BY_ID, {"id": send_id}).first()
-            return _record(row) if row else None
+            return record_from_row(row) if row else None
 
         return await self._db.read(work)
 
@@ -245,8 +226,8 @@ class Ledger:
             }
         moved: set[str] = set()
         ids = list(message_ids)
-        for start in range(0, len(ids), _CHUNK):
-            params = {"b_ids": ids[start : start + _CHUNK], "b_provider": provider, "b_now": now}
+        for start in range(0, len(ids), CHUNK):
+            params = {"b_ids": ids[start : start + CHUNK], "b_provider": provider, "b_now": now}
             moved.update(conn.execute(_BEGIN_SENDING, params).scalars())
         if moved:
             conn.execute(
@@ -270,7 +251,7 @@ class Ledger:
         params = {"ids": list(send_ids), "b_now": now, "b_error": error}
         marked = set(conn.execute(_MARK_AMBIGUOUS, params).scalars())
         if marked:
-            _insert_attempts(
+            insert_attempts(
                 conn, [Outcome(i, SendStatus.AMBIGUOUS, error=error) for i in marked], now
             )
         return marked
@@ -317,11 +298,11 @@ class Ledger:
                 if not group:
                     continue
                 if driver is None:
-                    conn.execute(statement, [_outcome_params(o, now) for o in group])
+                    conn.execute(statement, [outcome_params(o, now) for o in group])
                 else:
                     when = stored_time(now)
-                    driver.executemany(sql, [_outcome_params(o, when) for o in group])
-            _insert_attempts(conn, outcomes, now)
+                    driver.executemany(sql, [outcome_params(o, when) for o in group])
+            insert_attempts(conn, outcomes, now)
 
         await self._db.write(work)
 
@@ -345,105 +326,3 @@ class Ledger:
     def is_stale(self, record: SendRecord, lease_seconds: float) -> bool:
         """A ``sending`` row older than a lease belongs to a worker that is gone."""
         return self._now() - record.updated_at > timedelta(seconds=lease_seconds)
-
-
-def _by_keys(
-    conn: Connection, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], SendRecord]:
-    found: dict[tuple[str, str], SendRecord] = {}
-    driver = sqlite_connection(conn)
-    if driver is not None:
-        for key in dict.fromkeys(keys):
-            values = driver.execute(sqlite_sql.BY_KEY, key).fetchone()
-            if values is not None:
-                found[key] = sqlite_sql.record_from_driver(values)
-        return found
-    for start in range(0, len(keys), _CHUNK):
-        for row in conn.execute(_BY_KEYS, {"keys": list(keys[start : start + _CHUNK])}):
-            record = _record(row)
-            found[(record.idempotency_key, record.recipient)] = record
-    return found
-
-
-def _insert_attempts(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
-    """An audit row per outcome, numbered by the send's attempt counter."""
-    driver = sqlite_connection(conn)
-    if driver is not None:
-        when = stored_time(now)
-        rows = []
-        for o in outcomes:
-            number = driver.execute(sqlite_sql.ATTEMPT_NUMBER, (o.send_id,)).fetchone()
-            rows.append(_attempt_row(o, number[0] if number else 0, when))
-        driver.executemany(sqlite_sql.INSERT_ATTEMPT, rows)
-        return
-    ids = [o.send_id for o in outcomes]
-    attempts = {row.id: row.attempts for row in conn.execute(_ATTEMPT_NUMBERS, {"ids": ids})}
-    conn.execute(
-        _INSERT_ATTEMPTS, [_attempt_row(o, attempts.get(o.send_id, 0), now) for o in outcomes]
-    )
-
-
-def _attempt_row(outcome: Outcome, attempt: int, at: datetime | str) -> dict[str, Any]:
-    return {
-        "send_id": outcome.send_id,
-        "attempt": attempt,
-        "outcome": outcome.status.value,
-        "provider": outcome.provider,
-        "provider_message_id": outcome.provider_message_id,
-        "error": outcome.error,
-        "at": at,
-    }
-
-
-def _new_row(new: NewSend, now: datetime) -> dict[str, Any]:
-    return {
-        "id": new.id,
-        "idempotency_key": new.idempotency_key,
-        "recipient": new.recipient,
-        "email_type": new.email_type,
-        "priority": new.priority,
-        "status": SendStatus.QUEUED.value,
-        "attempts": 0,
-        "document": new.document,
-        "content_hash": new.content_hash,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _key(new: NewSend) -> tuple[str, str]:
-    return (new.idempotency_key, new.recipient)
-
-
-def _keys(new: Sequence[NewSend]) -> list[tuple[str, str]]:
-    return [_key(n) for n in new]
-
-
-def _outcome_params(outcome: Outcome, now: datetime | str) -> dict[str, Any]:
-    return {
-        "b_id": outcome.send_id,
-        "b_status": outcome.status.value,
-        "b_now": now,
-        "b_error": outcome.error,
-        "b_provider": outcome.provider,
-        "b_provider_message_id": outcome.provider_message_id,
-    }
-
-
-_INSERT_IGNORING_CONFLICTS = {
-    "postgresql": postgresql.insert(sends).on_conflict_do_nothing(),
-    "sqlite": sqlite.insert(sends).on_conflict_do_nothing(),
-}
-
-
-def _insert_ignoring_conflicts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    driver = sqlite_connection(conn)
-    if driver is None:
-        conn.execute(_INSERT_IGNORING_CONFLICTS[conn.dialect.name], rows)
-        return
-    driver.executemany(
-        sqlite_sql.INSERT,
-        [r | {key: stored_time(r[key]) for key in ("created_at", "updated_at")} for r in rows],
-    )

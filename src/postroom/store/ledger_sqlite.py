@@ -1,8 +1,8 @@
 """The ledger's statements as SQL for the stdlib SQLite driver (see ``store.sqlite_driver``).
 
 They are built from the schema's names and constants only (hence S608 is off for this module);
-values are always bound. Each mirrors a Core statement in ``store.ledger``; the store tests run
-both dialects through the same repository.
+values are always bound. Each mirrors a Core statement in ``store.ledger`` or
+``store.ledger_rows``; the store tests run both dialects through the same repository.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _INSERTED = [
     "content_hash",
     "created_at",
     "updated_at",
-]  # the keys of ``ledger._new_row``
+]  # the keys of ``ledger_rows.new_row``
 INSERT = (
     f"INSERT INTO sends ({', '.join(_INSERTED)}) "
     f"VALUES ({', '.join(':' + n for n in _INSERTED)}) ON CONFLICT DO NOTHING"
