@@ -1,5 +1,5 @@
 """What the audience repository reads and writes: statuses and records of subscribers, lists
-and subscriptions (``store/subscribers.py`` holds the queries)."""
+and subscriptions (``store/subscribers.py`` and the modules it runs hold the queries)."""
 
 from __future__ import annotations
 
