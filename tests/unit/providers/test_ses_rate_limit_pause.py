@@ -14,15 +14,19 @@ from postroom.errors import ProviderUnavailableError, RateLimitedError
 from postroom.providers.ses import SesProvider
 
 
+def _provider(fake: FakeSesErrors) -> SesProvider:
+    return SesProvider(
+        REGION,
+        access_key_id=CREDENTIALS["aws_access_key_id"],
+        secret_access_key=CREDENTIALS["aws_secret_access_key"],
+        endpoint_url=fake.base_url,
+        timeout=5.0,
+    )
+
+
 async def test_a_throttled_sendemail_holds_the_providers_next_calls() -> None:
     async with FakeSesErrors() as fake:
-        ses = SesProvider(
-            REGION,
-            access_key_id=CREDENTIALS["aws_access_key_id"],
-            secret_access_key=CREDENTIALS["aws_secret_access_key"],
-            endpoint_url=fake.base_url,
-            timeout=5.0,
-        )
+        ses = _provider(fake)
         fake.fail_next(Fault.answer(429, b'{"message": "Too many requests"}', Retry_After="0.5"))
         try:
             [throttled] = await ses.send([sign_in(send_id="s1")])
@@ -43,13 +47,7 @@ async def test_a_throttled_sendemail_holds_the_providers_next_calls() -> None:
 
 async def test_a_long_throttle_hands_the_providers_next_calls_back_unsent() -> None:
     async with FakeSesErrors() as fake:
-        ses = SesProvider(
-            REGION,
-            access_key_id=CREDENTIALS["aws_access_key_id"],
-            secret_access_key=CREDENTIALS["aws_secret_access_key"],
-            endpoint_url=fake.base_url,
-            timeout=5.0,
-        )
+        ses = _provider(fake)
         fake.fail_next(Fault.answer(429, b'{"message": "Too many requests"}', Retry_After="900"))
         try:
             [throttled] = await ses.send([sign_in(send_id="s1")])
