@@ -1,5 +1,6 @@
 """One claimed batch's way through the worker: parse, bind to the ledger, check suppression,
-render, mark ``sending``, hand over, record, and only then settle with the queue.
+render, mark ``sending``, hand over, record, and only then settle with the queue (the last two in
+``worker/settling.py``).
 
 Every stage works on the whole batch so that a batch costs a handful of transactions, not a
 handful per message. Each message leaves the pipeline in exactly one way: acked, retried,
@@ -25,22 +26,19 @@ from postroom.errors import (
 )
 from postroom.messages import RenderedEmail, parse_event
 from postroom.providers.base import Provider, SendResult
-from postroom.queue.base import Delivery, QueueBackend, joining
+from postroom.queue.base import Delivery, QueueBackend
 from postroom.rendering.registry import TemplateRegistry
 from postroom.rendering.renderer import Renderer
 from postroom.store.database import Transaction
 from postroom.store.ledger import FINAL, Ledger, NewSend, Outcome, SendRecord, SendStatus
-from postroom.store.suppressions import Suppressions, SuppressionScope
+from postroom.store.suppressions import Suppressions
 from postroom.worker.batch import Item, PipelineStats, Settlement
 from postroom.worker.handover import HandOver
 from postroom.worker.retry import RetryPolicy
+from postroom.worker.settling import Settler
 from postroom.worker.throttle import Throttle
 
 log = logging.getLogger("postroom.worker")
-
-# Outcomes are retried over about 6 s (0.2, 0.4 … 3.2), well inside a lease.
-_RECORD_ATTEMPTS = 6
-_RECORD_BACKOFF = 0.2
 
 
 class DeliveryPipeline:
@@ -72,6 +70,13 @@ class DeliveryPipeline:
         self.content_gate = content_gate
         self.handover = HandOver(provider, policy, throttle=throttle)
         self.stats = PipelineStats()
+        self.settler = Settler(
+            queue=queue,
+            ledger=ledger,
+            suppressions=suppressions,
+            provider=provider,
+            stats=self.stats,
+        )
 
     async def process(self, deliveries: list[Delivery]) -> None:
         s = Settlement()
@@ -85,7 +90,7 @@ class DeliveryPipeline:
                     [i.rendered for i in items if i.rendered], most_urgent
                 )
             self._judge(items, results, s)
-        await self._settle(s)
+        await self.settler.settle(s)
 
     def _parse(self, deliveries: list[Delivery], s: Settlement) -> list[Item]:
         items = []
@@ -350,74 +355,3 @@ class DeliveryPipeline:
             Outcome(item.send_id, SendStatus.RETRY_SCHEDULED, provider, error=str(error))
         )
         s.retry.append((item.delivery, delay, str(error)))
-
-    async def _settle(self, s: Settlement) -> None:
-        """Commit the ledger first; a crash after it only causes a redelivery we ack. When
-        the queue lives in the same database, both commit in one transaction."""
-        for delivery, reason in s.dead:
-            self.stats.dead_lettered += 1
-            log.warning("dead-lettered message %s: %s", delivery.id, reason)
-
-        def suppress(conn: Transaction) -> None:
-            # With the outcome, not after it: a crash in between would leave a bad address
-            # recorded as failed but never suppressed. Suppressions live beside the ledger.
-            for email, detail in s.suppress:
-                self.suppressions.add_within(
-                    conn, email, SuppressionScope.ALL, "invalid_address", detail
-                )
-
-        queue = joining(self.queue, self.ledger.db)
-        if queue is not None:
-
-            def settle(conn: Transaction) -> None:
-                suppress(conn)
-                queue.ack_within(conn, s.ack)
-                for delivery, delay, error in s.retry:
-                    queue.retry_within(conn, delivery, delay, error)
-                for delivery, delay in s.release:
-                    queue.release_within(conn, delivery, delay)
-                for delivery, reason in s.dead:
-                    queue.dead_letter_within(conn, delivery, reason)
-
-            await self._record(s, settle)
-        else:
-            await self._record(s, suppress if s.suppress else None)
-            await self._settle_with_queue(s)
-        self._count(s)
-
-    def _count(self, s: Settlement) -> None:
-        """Outcomes by provider and email type, once they are committed."""
-        if not s.outcomes:
-            return
-        for outcome in s.outcomes:
-            metrics.SENDS.labels(
-                outcome.provider or self.provider.name,
-                s.email_types.get(outcome.send_id, "unknown"),
-                outcome.status.value,
-            ).inc()
-
-    async def _record(self, s: Settlement, then: Callable[[Transaction], None] | None) -> None:
-        """Record the outcomes, trying again through a short database outage: once mail has
-        gone out, giving up here would leave its rows ``sending``, and after a lease they
-        would count as ambiguous and (by policy) be sent twice."""
-        for attempt in range(_RECORD_ATTEMPTS):
-            try:
-                await self.ledger.record(s.outcomes, then=then)
-                return
-            except Exception:
-                if attempt == _RECORD_ATTEMPTS - 1:
-                    raise
-                log.warning(
-                    "recording %d outcomes failed; trying again", len(s.outcomes), exc_info=True
-                )
-                await asyncio.sleep(_RECORD_BACKOFF * 2**attempt)
-
-    async def _settle_with_queue(self, s: Settlement) -> None:
-        if s.ack:
-            await self.queue.ack(s.ack)
-        for delivery, delay, error in s.retry:
-            await self.queue.retry(delivery, delay, error)
-        for delivery, delay in s.release:
-            await self.queue.release(delivery, delay)
-        for delivery, reason in s.dead:
-            await self.queue.dead_letter(delivery, reason)
