@@ -17,9 +17,9 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from postroom.deliverability.html_scan import HtmlScan, scan_html, words
+from postroom.deliverability.link_hosts import SHOWN_URL, host_of, shown_host, site_of
 from postroom.messages import EmailEvent
 from postroom.rendering import Renderer
 
@@ -212,48 +212,15 @@ def missing_alt(m: _Message) -> Iterable[Finding]:
         yield Finding("image-alt", "warning", 0.3, message)
 
 
-_SHOWN_URL = re.compile(r"(?i)(?:https?://|www\.)[^\s<>\"']+")
-_SHOWN_HOST = re.compile(r"(?i)^(?:[a-z0-9-]+\.)+([a-z]{2,63})(?:[/:?#]\S*)?$")
-_NOT_TLDS = words("pdf html htm php jpg jpeg png gif zip doc docx txt csv")
-_TWO_LEVEL = words("co com org net ac gov edu ne or")
-
-
-def _host(url: str) -> str | None:
-    if not url.lower().startswith(("http://", "https://")):
-        url = "http://" + url
-    try:
-        return urlsplit(url).hostname
-    except ValueError:
-        return None
-
-
-def _site(host: str) -> str:
-    """The registrable part of a host, near enough without the public suffix list."""
-    labels = host.lower().removeprefix("www.").split(".")
-    keep = 3 if len(labels) >= 3 and labels[-2] in _TWO_LEVEL and len(labels[-1]) == 2 else 2
-    return ".".join(labels[-keep:])
-
-
-def _shown_host(text: str) -> str | None:
-    text = text.strip()
-    found = _SHOWN_URL.search(text)
-    if found:
-        return _host(found.group())
-    bare = _SHOWN_HOST.match(text)
-    if bare and bare.group(1).lower() not in _NOT_TLDS:
-        return _host(text)
-    return None
-
-
 @_rule
 def deceptive_links(m: _Message) -> Iterable[Finding]:
     # Link text that shows one domain while the link goes to another is the phishing pattern;
     # filters and Gmail's warnings flag it.
     pairs: list[str] = []
     for link in m.scan.links:
-        target = _host(link.href) if link.href.lower().startswith("http") else None
-        shown = _shown_host(" ".join(link.text))
-        if target and shown and _site(target) != _site(shown):
+        target = host_of(link.href) if link.href.lower().startswith("http") else None
+        shown = shown_host(" ".join(link.text))
+        if target and shown and site_of(target) != site_of(shown):
             pairs.append(f"{shown} -> {target}")
     if pairs:
         message = (
@@ -272,7 +239,7 @@ _SHORTENERS = words(
 @_rule
 def url_shorteners(m: _Message) -> Iterable[Finding]:
     # Shorteners hide the destination, so spammers use them and filters distrust them.
-    hosts = {h for h in (_host(u) for u in m.urls) if h and h.removeprefix("www.") in _SHORTENERS}
+    hosts = {h for h in (host_of(u) for u in m.urls) if h and h.removeprefix("www.") in _SHORTENERS}
     if hosts:
         message = f"URL shortener(s) {sorted(hosts)}; link to the real destination"
         yield Finding("url-shortener", "warning", 1.5, message)
@@ -350,7 +317,7 @@ def lint_message(
     scan = scan_html(html)
     body = scan.visible_text if html.strip() else " ".join((text or "").split())
     urls = [a.href for a in scan.links if a.href.lower().startswith("http")]
-    urls += _SHOWN_URL.findall(f"{scan.visible_text}\n{text or ''}")
+    urls += SHOWN_URL.findall(f"{scan.visible_text}\n{text or ''}")
     message = _Message(
         subject=subject,
         html=html,
