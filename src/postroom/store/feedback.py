@@ -35,7 +35,7 @@ from postroom.store.database import Database
 from postroom.store.feedback_audience import mark_bounced, mark_complained
 from postroom.store.feedback_binding import BoundSend, bind
 from postroom.store.feedback_campaigns import apply_to_campaigns
-from postroom.store.feedback_events import event_ids, event_row, insert_events
+from postroom.store.feedback_events import event_ids, event_row, insert_events, stored_key
 from postroom.store.feedback_group import GroupCommit
 from postroom.store.feedback_rules import (
     RANK,
@@ -190,7 +190,7 @@ class FeedbackStore:
         fresh = [
             (event, bindings[i])
             for i, event in enumerate(unique_events)
-            if i in bindings and rows[i][6] in inserted  # its dedupe key
+            if i in bindings and stored_key(hashes[i]) in inserted
         ]
         result.bound = len(fresh)
         if fresh:

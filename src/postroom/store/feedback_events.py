@@ -66,12 +66,12 @@ _EVENT_COLUMNS = (
 )
 
 
+_KEY_HEX = 32  # 16 bytes
+
+
 def stored_key(content_hash: str) -> bytes:
     """The ``dedupe_key`` stored for an event with this content hash (hex SHA-256)."""
     return bytes.fromhex(content_hash[:_KEY_HEX])
-
-
-_KEY_HEX = 32  # 16 bytes
 
 
 def event_row(
