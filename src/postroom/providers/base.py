@@ -19,7 +19,19 @@ from typing import Protocol, runtime_checkable
 from postroom.errors import ProviderError
 from postroom.messages import RenderedEmail
 
-__all__ = ["CallsPerMessage", "MessageSigner", "Provider", "RenderedEmail", "SendResult"]
+__all__ = [
+    "LONGEST_WAIT_IN_PLACE",
+    "CallsPerMessage",
+    "MessageSigner",
+    "Provider",
+    "RenderedEmail",
+    "SendResult",
+]
+
+LONGEST_WAIT_IN_PLACE = 5.0
+"""The longest rate-limit pause waited out in place, by the hand-over or inside a provider's
+call; mail facing a longer one goes back through the queue, so no worker slot or queue lease
+is held while it waits (a lease outlived would let another worker take the message)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from postroom.errors import (
     TransientProviderError,
 )
 from postroom.messages import RenderedEmail
-from postroom.providers.base import SendResult
+from postroom.providers.base import LONGEST_WAIT_IN_PLACE, SendResult
 from postroom.providers.http_batching import Personalized, alone
 
 __all__ = [
@@ -58,10 +58,6 @@ DEFAULT_RATE_LIMIT_WAIT = 2.0
 MAX_RATE_LIMIT_WAIT = 3600.0
 """A reset further away than this is a clock problem or a bug; cap the wait rather than park
 mail for days."""
-LONGEST_WAIT_IN_CALL = 5.0
-"""A request that finds a longer pause ahead is not sent but handed back (``ProviderUnavailable
-Error``): waiting it out inside the call would hold its queue lease past expiry, and another
-worker would take the message while this one still meant to send it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +194,7 @@ class RateLimitPause:
     write is the client library's own step (a pooled connection, milliseconds).
     """
 
-    def __init__(self, slots: int, esp: str, longest_wait: float = LONGEST_WAIT_IN_CALL) -> None:
+    def __init__(self, slots: int, esp: str, longest_wait: float = LONGEST_WAIT_IN_PLACE) -> None:
         self._size = slots
         self._esp = esp
         self._longest_wait = longest_wait

@@ -32,7 +32,6 @@ import re
 import secrets
 import urllib.parse
 from collections.abc import Sequence
-from email.utils import formataddr
 
 import orjson
 
@@ -51,6 +50,7 @@ from postroom.providers.http import (
 )
 from postroom.providers.http_batching import Personalized, group_for_batch, personalize
 from postroom.providers.mailing_copies import personalize_all
+from postroom.providers.mime import display_address
 
 __all__ = ["REGION_BASE_URLS", "MailgunProvider", "error_detail"]
 
@@ -209,15 +209,4 @@ def multipart_body(fields: Sequence[tuple[str, str]]) -> tuple[str, bytes]:
 
 
 def _recipient(email: RenderedEmail) -> str:
-    """``formataddr``'s result; a plain ASCII name (most of a newsletter's) is put in directly,
-    at a fifth of its cost, which a thousand-recipient call pays per recipient."""
-    name, address = email.recipient_name, email.recipient
-    if not name:
-        return formataddr(("", address))
-    if name.isascii() and address.isascii() and not _NEEDS_QUOTES.search(name):
-        return f"{name} <{address}>"
-    return formataddr((name, address))
-
-
-# The characters for which ``formataddr`` quotes or escapes a name (email.utils.specialsre).
-_NEEDS_QUOTES = re.compile(r'[][\\()<>@,:;".]')
+    return display_address(email.recipient_name, email.recipient)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from email.utils import formataddr
 from typing import Any
 
 import orjson
@@ -60,6 +59,7 @@ from postroom.providers.http import (
     retry_after_seconds,
 )
 from postroom.providers.http_batching import Personalized
+from postroom.providers.mime import display_address
 
 __all__ = ["DEFAULT_BASE_URL", "PostmarkProvider", "classify_error_code"]
 
@@ -164,7 +164,7 @@ class PostmarkProvider(HttpEspProvider):
             metadata["postroom_message_id"] = email.message_id
         message: dict[str, Any] = {
             "From": email.sender,
-            "To": formataddr((email.recipient_name or "", email.recipient)),
+            "To": display_address(email.recipient_name, email.recipient),
             "Subject": email.subject,
             "Headers": headers,
             "Metadata": metadata,

@@ -32,6 +32,9 @@ def sqlite_connection(conn: Connection) -> sqlite3.Connection | None:
     return cast(sqlite3.Connection, conn.connection.dbapi_connection)
 
 
+_WIDTH = len("2026-01-01 00:00:00.000000")
+
+
 def stored_time(when: datetime) -> str:
     """``when`` as SQLAlchemy's SQLite DATETIME stores it: naive UTC, microseconds always."""
     if when.tzinfo is None:
@@ -41,9 +44,6 @@ def stored_time(when: datetime) -> str:
     # Cut off "+00:00" rather than replace() the zone: 1.5 µs instead of 4, on a path that
     # stores a few times per webhook event.
     return when.isoformat(sep=" ", timespec="microseconds")[:_WIDTH]
-
-
-_WIDTH = len("2026-01-01 00:00:00.000000")
 
 
 def loaded_time(value: str | None) -> datetime | None:

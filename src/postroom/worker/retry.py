@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from postroom.config import AmbiguousPolicy, Settings
 from postroom.errors import ProviderError, RateLimitedError
+from postroom.providers.base import LONGEST_WAIT_IN_PLACE
 
-MAX_IMMEDIATE_WAIT = 5.0
+MAX_IMMEDIATE_WAIT = LONGEST_WAIT_IN_PLACE
 """A provider that asks for a longer pause than this is retried through the queue instead, so
-the worker's slot is not held while it waits."""
+the worker's slot is not held while it waits (the providers' own limit inside a call)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from email.utils import formataddr
-
 import orjson
-import pytest
 from tests.esp_fakes.messages import newsletter, sign_in
 
 from postroom.providers.mailgun import MailgunProvider, build_fields
@@ -47,24 +43,3 @@ def test_region_and_domain_make_the_url() -> None:
     assert (
         MailgunProvider("k", "mg.example")._url == "https://api.mailgun.net/v3/mg.example/messages"
     )
-
-
-NAMES = [
-    None,
-    "",
-    "Ada Reader",
-    "Ada R. Reader",  # a dot: quoted
-    'Ada "the reader"',
-    "Back\\slash",
-    "Reader, Ada",
-    "Zoë Reader",  # non-ASCII: encoded
-    "[bracketed] (comment) <angle> @at :colon; semi",
-    "   spaced   ",
-]
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_each_to_field_is_what_formataddr_gives(name: str | None) -> None:
-    email = dataclasses.replace(sign_in(), recipient_name=name)
-    fields = build_fields([MailgunProvider("key", "mg.example").prepare(email)])
-    assert dict(fields)["to"] == formataddr((name or "", email.recipient))

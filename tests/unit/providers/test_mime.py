@@ -10,6 +10,7 @@ import re
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.parser import BytesParser
+from email.utils import formataddr
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from postroom.errors import HeaderInjectionError, InvalidMessageError
 from postroom.messages import RenderedEmail
-from postroom.providers.mime import build_mime, envelope_address
+from postroom.providers.mime import build_mime, display_address, envelope_address
 
 BREAKS = "\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 header_text = st.text(
@@ -274,3 +275,27 @@ def test_dataclass_is_not_mutated() -> None:
     copy = dataclasses.replace(original)
     build_mime(original)
     assert original == copy
+
+
+DISPLAY_NAMES = [
+    None,
+    "",
+    "Ada Reader",
+    "Ada R. Reader",  # a dot: quoted
+    'Ada "the reader"',
+    "Back\\slash",
+    "Reader, Ada",
+    "Zoë Reader",  # non-ASCII: encoded
+    "[bracketed] (comment) <angle> @at :colon; semi",
+    "   spaced   ",
+]
+
+
+@pytest.mark.parametrize("name", DISPLAY_NAMES)
+def test_a_display_address_is_what_formataddr_gives(name: str | None) -> None:
+    assert display_address(name, "ada@example.com") == formataddr((name or "", "ada@example.com"))
+
+
+def test_a_non_ascii_address_is_refused_as_formataddr_refuses_it() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        display_address("Ada", "adà@example.com")
