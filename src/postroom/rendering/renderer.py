@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 from types import TracebackType
@@ -32,6 +32,15 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 _SELF_LINK = re.compile(r"\[([^\]\n]+)\]\(\1\)")
 # The subject is rendered only to check it, so any send id serves for the unsubscribe token.
 _CHECK_SEND_ID = "subject-check"
+
+
+class _TemplateEnvironment(ImmutableSandboxedEnvironment):
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as a plain dict, not Jinja's ChainMap over the environment's:
+        every render copies them into its context, and a ChainMap is several times slower to
+        copy (~10 µs a template, a third of running one). Nothing changes the environment's
+        globals once it is built, so the copy taken here never goes stale."""
+        return {**self.globals, **(d or {})}
 
 
 class Renderer:
@@ -81,11 +90,11 @@ class Renderer:
             "auto_reload": False,
             "cache_size": -1,  # the registry is finite: compile each template once, keep it
         }
-        self._markup_env = ImmutableSandboxedEnvironment(autoescape=_is_html, **common)
+        self._markup_env = _TemplateEnvironment(autoescape=_is_html, **common)
         # The subject gets its own environment: finalize sees every {{ value }} before it is
         # joined, so a line break that came from data is refused even though line breaks in
         # the template's own text are collapsed afterwards.
-        self._subject_env = ImmutableSandboxedEnvironment(
+        self._subject_env = _TemplateEnvironment(
             autoescape=False, finalize=_header_safe, **common
         )
         # Remote stylesheets stay unfetched: a tenant's <link> must not make workers call out.

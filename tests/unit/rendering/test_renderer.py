@@ -110,6 +110,22 @@ def test_sandbox_refuses_unsafe_access(
         make_renderer(registry).render(event, send_id="s1")
 
 
+def test_jinja_globals_serve_every_template_and_data_overrides_them(
+    write_type: WriteType, make_renderer: MakeRenderer, make_event: MakeEvent
+) -> None:
+    html = (
+        "{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set ns.n = ns.n + i %}{% endfor %}"
+        "<p>{{ ns.n }} {{ dict(a=1)['a'] }} {{ joiner }}</p>"
+    )
+    registry = TemplateRegistry.load(write_type("globals", html=html))
+    renderer = make_renderer(registry)
+    plain = renderer.render(make_event("globals", {"who": "x", "joiner": "-"}), send_id="s1")
+    assert "<p>3 1 -</p>" in plain.html
+    # The same compiled template, rendered again, still sees the built-in names.
+    again = renderer.render(make_event("globals", {"who": "y", "joiner": "+"}), send_id="s2")
+    assert "<p>3 1 +</p>" in again.html
+
+
 def test_runtime_exception_becomes_template_error(
     write_type: WriteType, make_renderer: MakeRenderer, make_event: MakeEvent
 ) -> None:
