@@ -23,6 +23,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from postroom.errors import ConfigurationError, PostroomError, TemplateError
 from postroom.messages import EmailEvent, RenderedEmail, check_header_value
+from postroom.rendering.inlining import (
+    CLOSE,
+    OPEN,
+    ShapeInliner,
+    mark_value,
+    prints_values_only,
+)
 from postroom.rendering.registry import EmailType, TemplateRegistry
 from postroom.rendering.unsubscribe import UnsubscribeTokens
 
@@ -59,7 +66,10 @@ class Renderer:
         unsubscribe_mailto: str | None = None,
         max_output_bytes: int = 1_000_000,
         max_render_seconds: float = 5.0,
+        shape_inlining: bool = True,
     ) -> None:
+        """``shape_inlining=False`` has css_inline read every document whole: the reference
+        that rendering/inlining.py is tested against."""
         self._registry = registry
         self._sender_domain = _address_domain(sender, "sender")
         self._sender = sender
@@ -91,14 +101,28 @@ class Renderer:
             "cache_size": -1,  # the registry is finite: compile each template once, keep it
         }
         self._markup_env = _TemplateEnvironment(autoescape=_is_html, **common)
+        # HTML templates mark the values they print, so CSS inlining can be done once per
+        # document shape (rendering/inlining.py); not if a template prints the marks itself.
+        marks = shape_inlining and not any(
+            OPEN in source or CLOSE in source for source in sources.values()
+        )
+        self._html_env = (
+            _TemplateEnvironment(autoescape=_is_html, finalize=mark_value, **common)
+            if marks
+            else self._markup_env
+        )
         # The subject gets its own environment: finalize sees every {{ value }} before it is
         # joined, so a line break that came from data is refused even though line breaks in
         # the template's own text are collapsed afterwards.
-        self._subject_env = _TemplateEnvironment(
-            autoescape=False, finalize=_header_safe, **common
-        )
+        self._subject_env = _TemplateEnvironment(autoescape=False, finalize=_header_safe, **common)
         # Remote stylesheets stay unfetched: a tenant's <link> must not make workers call out.
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+        self._shapes = ShapeInliner(self._inliner)
+        self._marked = {
+            t.name
+            for t in registry
+            if marks and prints_values_only(self._html_env, sources, t.template_names()["html"])
+        }
         self._text_config = ParserConfig(display_links=True)
 
     @property
@@ -122,9 +146,11 @@ class Renderer:
         context = self._context(event, email_type, token)
         names = email_type.template_names()
         subject = self._render_subject(email_type, context)
-        html = self._render(self._markup_env, email_type, names["html"], context)
+        marked = email_type.name in self._marked
+        env = self._html_env if marked else self._markup_env
+        html = self._render(env, email_type, names["html"], context)
         try:
-            html = self._inliner.inline(html)
+            html = self._shapes.inline(html) if marked else self._inliner.inline(html)
         except Exception as exc:  # the inliner only fails on the template's own CSS
             raise TemplateError(f"template {email_type.name!r}: cannot inline CSS: {exc}") from exc
         if "text" in names:
