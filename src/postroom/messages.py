@@ -228,3 +228,6 @@ class RenderedEmail:
     category: str = "transactional"
     metadata: Mapping[str, str] = field(default_factory=dict)
     copy: MailingCopy | None = field(default=None, compare=False, repr=False)
+    # The values the HTML template printed, as printed (escaped), in document order: an ESP
+    # with batch personalization can send messages that differ only in these together.
+    printed: tuple[str, ...] = field(default=(), compare=False, repr=False)

@@ -156,6 +156,13 @@ def _check_personalization(index: int, entry: Any, seen: set[str], *, has_subjec
             raise InvalidRequestError(
                 f"The header {name} is reserved and cannot be set.", f"{where}.headers"
             )
+    substitutions = entry.get("substitutions", {})
+    if sum(len(k.encode()) + len(v.encode()) for k, v in substitutions.items()) > 10_000:
+        raise InvalidRequestError(
+            "The total size of your substitutions may not exceed 10,000 bytes per "
+            "personalization object.",
+            f"{where}.substitutions",
+        )
     for name, value in entry.get("custom_args", {}).items():
         if not isinstance(value, str):
             raise InvalidRequestError(

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from tests.esp_fakes.base import Fault
-from tests.esp_fakes.messages import newsletter, sign_in, subscribers
+from tests.esp_fakes.messages import newsletter, render, sign_in, subscribers
 from tests.esp_fakes.sendgrid import FakeSendGrid
 
 from postroom.errors import (
@@ -71,6 +71,26 @@ async def test_each_recipient_gets_exactly_what_was_rendered_for_them(
         assert got.headers["List-Unsubscribe"] == email.headers["List-Unsubscribe"]
         assert got.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "List-Unsubscribe" not in received["ada@example.com"].headers
+
+
+async def test_sign_in_links_of_one_layout_share_a_call_and_arrive_exact(
+    fake: FakeSendGrid, provider: SendGridProvider
+) -> None:
+    links = ["https://platform.example/login?t=a", "https://platform.example/login?t=b"]
+    batch = [
+        render("sign_in_link", f"r{n}@example.com", f"s{n:05d}", f"Reader {n}", sign_in_url=link)
+        for n, link in enumerate(links * 2)
+    ]
+    results = await provider.send(batch)
+
+    assert all(r.ok for r in results)
+    assert [len(call["personalizations"]) for call in fake.calls] == [4]
+    assert "platform.example/login" not in orjson.dumps(fake.calls[0]["content"]).decode()
+    received = {d.to: d for d in fake.delivered}
+    for email in batch:
+        got = received[email.recipient]
+        assert (got.subject, got.html, got.text) == (email.subject, email.html, email.text)
+        assert got.headers["X-Postroom-Send-Id"] == email.send_id
 
 
 async def test_a_batch_over_the_limit_is_split_into_calls_of_1000(

@@ -207,6 +207,7 @@ class MailingTemplate:
             ("category", model.category),
             ("metadata", metadata),
             ("copy", MailingCopy(self, values, self.layout)),
+            ("printed", ()),  # the layout (``copy``) says more than printed values could
         ):
             _SLOTS[name].__set__(email, value)
         return email

@@ -12,6 +12,7 @@ differs in any other way (a sign-in link) go in calls of their own.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from postroom.messages import RenderedEmail
 
 __all__ = ["Personalized", "alone", "group_for_batch", "personalize"]
 
+MAX_PRINTED_BYTES = 4_000
+"""Printed values given as substitutions per message, at most: SendGrid caps one
+personalization's substitutions at 10,000 bytes, and the recipient's own values need room."""
 MIN_VALUE_LENGTH = 3
 """Shorter values (a two-letter name) are not replaced in the content: replacing every "Al"
 would bloat the call for little gain. Their messages simply group less."""
@@ -49,7 +53,9 @@ def alone(email: RenderedEmail) -> Personalized:
 
 
 def recipient_values(email: RenderedEmail) -> dict[str, str]:
-    """The values that legitimately differ between copies of one mailing."""
+    """The values that legitimately differ between copies of one mailing: the recipient's,
+    and what the templates printed (a sign-in link, an amount), so that transactional
+    messages of one email type can share a call as a newsletter's copies do."""
     values = {
         "send_id": email.send_id,
         "message_id": email.message_id,
@@ -63,6 +69,19 @@ def recipient_values(email: RenderedEmail) -> dict[str, str]:
             # The link's token also makes other links of the footer (the preference centre);
             # the whole URL is replaced first (longer), the token alone wherever else it is.
             values[f"unsubscribe_token_{index}"] = target.rstrip("/").rpartition("/")[2]
+    room = MAX_PRINTED_BYTES
+    for index, value in enumerate(email.printed):
+        # Named by position: the nth value of two messages of one layout has one name.
+        room -= len(value.encode())
+        if room < 0:
+            break  # the rest stay in the content: such messages simply group less
+        unescaped = html.unescape(value)
+        if unescaped != value:  # the text part and the subject hold it unescaped
+            room -= len(unescaped.encode())
+            if room < 0:
+                break
+            values[f"printed_{index}_text"] = unescaped
+        values[f"printed_{index}"] = value
     return values
 
 

@@ -86,12 +86,16 @@ class ShapeInliner:
         self._plans = 0
         self._max_plans = max_plans
 
-    def inline(self, marked: str) -> str:
-        """Raises what css_inline raises."""
+    def inline(self, marked: str) -> tuple[str, tuple[str, ...]]:
+        """The document, and the values it printed (none where its marks do not pair).
+        Raises what css_inline raises."""
         split = _split(marked)
         if split is None:
-            return self._inliner.inline(strip_marks(marked))
+            return self._inliner.inline(strip_marks(marked)), ()
         statics, values = split
+        return self._inline(statics, values, marked), tuple(values)
+
+    def _inline(self, statics: list[str], values: list[str], marked: str) -> str:
         key = OPEN.join(statics)
         if key in self._shapes:
             shape = self._shapes[key]

@@ -150,7 +150,10 @@ class Renderer:
         env = self._html_env if marked else self._markup_env
         html = self._render(env, email_type, names["html"], context)
         try:
-            html = self._shapes.inline(html) if marked else self._inliner.inline(html)
+            if marked:
+                html, printed = self._shapes.inline(html)
+            else:
+                html, printed = self._inliner.inline(html), ()
         except Exception as exc:  # the inliner only fails on the template's own CSS
             raise TemplateError(f"template {email_type.name!r}: cannot inline CSS: {exc}") from exc
         if "text" in names:
@@ -185,6 +188,7 @@ class Renderer:
             email_type=email_type.name,
             category=email_type.category,
             metadata=_stringify(event.metadata),
+            printed=printed,
         )
 
     def message_id(self, send_id: str) -> str:

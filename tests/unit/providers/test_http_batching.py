@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from tests.esp_fakes.messages import newsletter, sign_in, subscribers
+from tests.esp_fakes.messages import newsletter, render, sign_in, subscribers
 
 from postroom.messages import RenderedEmail
 from postroom.providers.http_batching import group_for_batch, personalize
@@ -34,10 +34,40 @@ def test_copies_of_a_newsletter_share_one_key_and_restore_exactly() -> None:
             assert _restore(item.headers[name], dict(item.values)) == value
 
 
+def test_transactional_messages_of_one_layout_share_a_key_by_their_printed_values() -> None:
+    # Sign-in links differ in their links, not in layout. A link with characters that HTML
+    # escapes is one value in the HTML and another in the text: such links group together.
+    emails = [sign_in("a@example.com", "s00001"), sign_in("b@example.com", "s00002")]
+    for n in (3, 4):
+        link = f"https://platform.example/login?t=s{n}&n=<{n}>"
+        emails.append(render("sign_in_link", f"{n}@example.com", f"s0000{n}", sign_in_url=link))
+    items = [personalize(e, _marker, marker_prefix=PREFIX) for e in emails]
+    assert items[0].key == items[1].key
+    assert items[2].key == items[3].key
+    for item in items:
+        email = item.email
+        assert "platform.example/login" not in item.html  # the link is a substitution
+        assert _restore(item.html, dict(item.values)) == email.html
+        assert _restore(item.text, dict(item.values)) == email.text
+        assert _restore(item.subject, dict(item.values)) == email.subject
+
+
 def test_different_content_gets_different_keys() -> None:
-    a, b = sign_in("a@example.com", "s1"), sign_in("b@example.com", "s2")
+    a = sign_in("a@example.com", "s1")
+    b = dataclasses.replace(sign_in("b@example.com", "s2"), printed=())  # values unknown
     keys = {personalize(e, _marker, marker_prefix=PREFIX).key for e in (a, b)}
-    assert len(keys) == 2  # the sign-in links differ beyond per-recipient values
+    assert len(keys) == 2  # without its printed values, the link is content of its own
+
+
+def test_printed_values_past_the_substitution_budget_stay_in_the_content() -> None:
+    long = "x" * 3_000
+    emails = [sign_in(f"{n}@example.com", f"s{n}") for n in range(2)]
+    emails = [
+        dataclasses.replace(e, printed=(long + str(n), *e.printed)) for n, e in enumerate(emails)
+    ]
+    for email in emails:
+        values = personalize(email, _marker, marker_prefix=PREFIX).values
+        assert sum(len(v.encode()) for k, v in values.items() if k.startswith("printed_")) <= 4_000
 
 
 def test_content_already_holding_the_marker_syntax_travels_alone() -> None:

@@ -163,7 +163,7 @@ def test_documents_css_inline_must_read_whole_still_get_their_styles() -> None:
         '<html><head><link rel="stylesheet" href="https://cdn.example/x.css">'
         f"<style>p {{ color: red; }}</style></head><body><p>{mark_value('hi')}</p></body></html>"
     )
-    out = shapes.inline(marked)
+    out, _ = shapes.inline(marked)
     assert 'style="color: red;"' in out and OPEN not in out
     assert reads(out) == reads(inliner.inline(marked.replace(OPEN, "").replace(CLOSE, "")))
 
@@ -178,7 +178,8 @@ def test_many_shapes_are_all_served_and_memory_stays_bounded() -> None:
             + mark_value(f"text {n}")
             + "</body></html>"
         )
-        out = shapes.inline(marked)
+        out, printed = shapes.inline(marked)
+        assert printed == (f"text {n}",)
         assert reads(out) == reads(inliner.inline(marked.replace(OPEN, "").replace(CLOSE, "")))
         assert f"text {n}" in out
     assert shapes._plans <= 4
@@ -186,5 +187,6 @@ def test_many_shapes_are_all_served_and_memory_stays_bounded() -> None:
 
 def test_unpaired_marks_fall_back_to_reading_the_whole_document() -> None:
     inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
-    out = ShapeInliner(inliner).inline(f"<style>p{{color:red}}</style><p>a{OPEN}b</p>")
+    out, printed = ShapeInliner(inliner).inline(f"<style>p{{color:red}}</style><p>a{OPEN}b</p>")
+    assert printed == ()
     assert '<p style="color: red;">ab</p>' in out
