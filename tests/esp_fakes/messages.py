@@ -63,6 +63,14 @@ def sign_in(recipient: str = "ada@example.com", send_id: str = "s00001") -> Rend
     )
 
 
+def sign_ins(links: list[str]) -> list[RenderedEmail]:
+    """One sign-in link per entry of ``links``, each to its own reader: one layout."""
+    return [
+        render("sign_in_link", f"r{n}@example.com", f"s{n:05d}", f"Reader {n}", sign_in_url=link)
+        for n, link in enumerate(links)
+    ]
+
+
 def subscribers(count: int, prefix: str = "b") -> list[RenderedEmail]:
     """Like :func:`newsletter` but cloned from one rendering (fast for thousands): each copy
     has its own address, send id, Message-ID and unsubscribe URL in headers and bodies."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from tests.esp_fakes.base import Fault
-from tests.esp_fakes.messages import newsletter, render, sign_in, subscribers
+from tests.esp_fakes.messages import newsletter, sign_in, sign_ins, subscribers
 from tests.esp_fakes.sendgrid import FakeSendGrid
 
 from postroom.errors import (
@@ -77,10 +77,7 @@ async def test_sign_in_links_of_one_layout_share_a_call_and_arrive_exact(
     fake: FakeSendGrid, provider: SendGridProvider
 ) -> None:
     links = ["https://platform.example/login?t=a", "https://platform.example/login?t=b"]
-    batch = [
-        render("sign_in_link", f"r{n}@example.com", f"s{n:05d}", f"Reader {n}", sign_in_url=link)
-        for n, link in enumerate(links * 2)
-    ]
+    batch = sign_ins(links * 2)
     results = await provider.send(batch)
 
     assert all(r.ok for r in results)
