@@ -11,7 +11,8 @@ selector reads (``href``, ``src``, ``alt`` ...), cannot change any element's sty
 selectors see elements, classes, ids and attributes and never text. Any other place (a
 ``class``, ``id`` or ``style`` value, an attribute a selector names, a style sheet, the inside
 of a tag) is *sensitive*: its value is part of what a plan is kept for. A style sheet that uses
-``:empty`` or ``:blank`` makes text sensitive too.
+``:empty`` or ``:blank`` makes text sensitive too, and so is a value right after a bare ``&``
+(with it, the markup could read as a character reference).
 
 A *plan* is css_inline's output for the shape with the sensitive values filled in and the
 others left as tokens, cut at the tokens; a document is its plan with its own values put back
@@ -38,6 +39,7 @@ _ATTRIBUTE = re.compile(r"""([^\s"'<>/=]+)\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+)"
 _STYLE_SHEET = re.compile(r"<style\b[^>]*>(.*?)(?:</style\s*>|$)", re.S | re.I)
 _SELECTOR_ATTRIBUTE = re.compile(r"\[\s*([-\w:]+)")
 _TOKEN = re.compile(f"{OPEN}(\\d+){CLOSE}")
+_OPEN_REFERENCE = re.compile(r"&[#\w]*$")
 _UNPLANNABLE = re.compile(r"<link\b|data-css-inline", re.I)
 _MAX_PLANS = 512
 _CAPTURING = (nodes.AssignBlock, nodes.FilterBlock, nodes.CallBlock)
@@ -173,7 +175,9 @@ def _fill(statics: list[str], values: list[str], chosen: set[int]) -> str:
 
 
 def _sensitive_places(document: str) -> set[int]:
-    """The tokens of ``document`` whose value could change some element's style."""
+    """The tokens of ``document`` whose value could change some element's style, or how the
+    markup just before it reads (after a bare ``&``, the value could end a character
+    reference that a token would leave as text)."""
     sheets = [m.span(1) for m in _STYLE_SHEET.finditer(document)]
     css = " ".join(document[a:b] for a, b in sheets)
     read = _ALWAYS_READ | {name.lower() for name in _SELECTOR_ATTRIBUTE.findall(css)}
@@ -185,7 +189,9 @@ def _sensitive_places(document: str) -> set[int]:
     sensitive = set()
     for token in _TOKEN.finditer(document):
         n, start, end = int(token.group(1)), token.start(), token.end()
-        if n in in_tags:
+        if _OPEN_REFERENCE.search(document, max(0, start - 40), start):
+            sensitive.add(n)
+        elif n in in_tags:
             if not _in_unread_value(*in_tags[n], read):
                 sensitive.add(n)
         elif (

@@ -109,9 +109,11 @@ def test_a_value_that_sets_a_class_gets_that_class_style(
         # an unquoted attribute value
         ("<style>.a { color: red; }</style><p class={{ who }}>x</p>", ["a", "b"]),
         ('<style>p[title=""] { color: red; }</style><p title="{{ who }}">x</p>', ["a", ""]),
+        # a value right after a bare &: with it, the text reads as a character reference
+        ("<p>Terms &{{ who }} more</p><p>&#{{ who }}</p>", ["copy", "amp;", "x"]),
     ],
 )
-def test_values_that_can_change_styles_choose_the_plan(
+def test_values_that_can_change_styles_or_markup_choose_the_plan(
     write_type: WriteType,
     make_renderer: MakeRenderer,
     make_event: MakeEvent,
