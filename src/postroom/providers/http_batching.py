@@ -86,14 +86,19 @@ def recipient_values(email: RenderedEmail) -> dict[str, str]:
 
 
 def personalize(
-    email: RenderedEmail, placeholder: Callable[[str], str], *, marker_prefix: str
+    email: RenderedEmail,
+    placeholder: Callable[[str], str],
+    *,
+    marker_prefix: str,
+    values: dict[str, str] | None = None,
 ) -> Personalized:
     """Replace this recipient's values by ``placeholder(name)`` in subject, bodies and headers.
 
     When the content already contains the ESP's marker syntax (or a value does), nothing is
     replaced and the key is unique to the message: it then travels in a call of its own.
     """
-    values = recipient_values(email)
+    if values is None:  # a caller that looked them up already passes them in
+        values = recipient_values(email)
     parts = [email.subject, email.html, email.text, *email.headers.values()]
     unsafe = any(marker_prefix in part or _SENTINEL in part for part in parts) or any(
         marker_prefix in value for value in values.values()

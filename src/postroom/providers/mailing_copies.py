@@ -41,13 +41,12 @@ def personalize_all(
                 items.append(copied)
                 continue
         item = None
-        if last is not None:
-            values = recipient_values(email)
-            # NUL-joined so that no marker can be made of the end of one value and the next.
-            if marker_prefix not in "\x00".join(values.values()):
-                item = last.match(email, values)
+        values = recipient_values(email)
+        # NUL-joined so that no marker can be made of the end of one value and the next.
+        if last is not None and marker_prefix not in "\x00".join(values.values()):
+            item = last.match(email, values)
         if item is None:
-            item = personalize(email, placeholder, marker_prefix=marker_prefix)
+            item = personalize(email, placeholder, marker_prefix=marker_prefix, values=values)
             if item.key[:1] != ("alone",):
                 last = _Copy(item, placeholder)
         items.append(item)

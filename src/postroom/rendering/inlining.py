@@ -85,7 +85,7 @@ class ShapeInliner:
     def __init__(self, inliner: css_inline.CSSInliner, max_plans: int = _MAX_PLANS) -> None:
         self._inliner = inliner
         self._shapes: dict[str, _Shape | None] = {}
-        self._plans = 0
+        self._entries = 0  # shapes studied and plans made since the last clearing
         self._max_plans = max_plans
 
     def inline(self, marked: str) -> tuple[str, tuple[str, ...]]:
@@ -144,10 +144,10 @@ class ShapeInliner:
         return _Plan(tuple(parts[0::2]), order)
 
     def _count_plan(self) -> None:
-        self._plans += 1
-        if self._plans > self._max_plans:  # many shapes: start over rather than grow
+        self._entries += 1
+        if self._entries > self._max_plans:  # many shapes: start over rather than grow
             self._shapes.clear()
-            self._plans = 1
+            self._entries = 1
 
 
 def _split(marked: str) -> tuple[list[str], list[str]] | None:

@@ -188,7 +188,7 @@ def test_many_shapes_are_all_served_and_memory_stays_bounded() -> None:
         assert printed == (f"text {n}",)
         assert reads(out) == reads(inliner.inline(marked.replace(OPEN, "").replace(CLOSE, "")))
         assert f"text {n}" in out
-    assert shapes._plans <= 4
+    assert shapes._entries <= 4
 
 
 def test_unpaired_marks_fall_back_to_reading_the_whole_document() -> None:
